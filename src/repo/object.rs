@@ -1,0 +1,191 @@
+//! Object identities and the object store.
+//!
+//! Every immutable thing in a repository is named by the BLAKE3 hash of its
+//! bytes: file contents (blobs, stored raw so that a mount can serve them
+//! straight from disk), tree nodes and change lists (JSON) under
+//! `objects/`, and commit records under `commits/`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::storage::Storage;
+
+use super::tree::Node;
+
+/// A BLAKE3 hash naming an object. Shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 32]);
+
+/// A commit is named like any object, by the hash of its record.
+pub type CommitId = ObjectId;
+
+impl ObjectId {
+    pub fn of(bytes: &[u8]) -> ObjectId {
+        ObjectId(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// The first 12 hex digits, for tables read by people.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_owned()
+    }
+
+    /// The storage key of this object under `dir` (`objects` or
+    /// `commits`), fanned out by its first byte.
+    pub fn key_in(&self, dir: &str) -> String {
+        let hex = self.to_hex();
+        format!("{dir}/{}/{}", &hex[..2], &hex[2..])
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.short())
+    }
+}
+
+impl FromStr for ObjectId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ObjectId, String> {
+        blake3::Hash::from_hex(s)
+            .map(|h| ObjectId(*h.as_bytes()))
+            .map_err(|_| format!("'{s}' is not an object id (64 hex digits)"))
+    }
+}
+
+impl Serialize for ObjectId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ObjectId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Tree nodes kept in memory; cleared whole when it grows past this, which
+/// is simple and keeps memory bounded.
+const NODE_CACHE_LIMIT: usize = 4096;
+
+/// The content-addressed store of blobs, tree nodes and change lists.
+#[derive(Debug)]
+pub struct Objects {
+    storage: Arc<Storage>,
+    nodes: Mutex<HashMap<ObjectId, Arc<Node>>>,
+}
+
+/// The keys an operation wrote, to be made durable together before a ref
+/// may point at them.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub keys: Vec<String>,
+}
+
+impl Objects {
+    pub fn new(storage: Arc<Storage>) -> Objects {
+        Objects {
+            storage,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Where a blob's bytes are on disk.
+    pub fn blob_path(&self, id: ObjectId) -> PathBuf {
+        self.storage.path_of(&id.key_in("objects"))
+    }
+
+    pub fn contains(&self, id: ObjectId) -> bool {
+        self.storage.exists(&id.key_in("objects"))
+    }
+
+    /// Store bytes as an object and return its id.
+    pub fn put(&self, bytes: &[u8], batch: &mut WriteBatch) -> io::Result<ObjectId> {
+        let id = ObjectId::of(bytes);
+        let key = id.key_in("objects");
+        self.storage.put(&key, bytes)?;
+        batch.keys.push(key);
+        Ok(id)
+    }
+
+    pub fn get(&self, id: ObjectId) -> io::Result<Vec<u8>> {
+        self.storage
+            .get(&id.key_in("objects"))?
+            .ok_or_else(|| missing(id))
+    }
+
+    pub fn put_node(&self, node: &Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
+        let bytes = serde_json::to_vec(node).expect("tree nodes serialize");
+        let id = self.put(&bytes, batch)?;
+        let mut cache = self.nodes.lock().unwrap();
+        if cache.len() >= NODE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(id, Arc::new(node.clone()));
+        Ok(id)
+    }
+
+    pub fn get_node(&self, id: ObjectId) -> io::Result<Arc<Node>> {
+        if let Some(node) = self.nodes.lock().unwrap().get(&id) {
+            return Ok(node.clone());
+        }
+        let bytes = self.get(id)?;
+        let node: Arc<Node> = Arc::new(serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("tree node {id} is corrupt: {e}"),
+            )
+        })?);
+        let mut cache = self.nodes.lock().unwrap();
+        if cache.len() >= NODE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(id, node.clone());
+        Ok(node)
+    }
+}
+
+pub fn missing(id: ObjectId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("object {id} is missing from the repository"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_hex_and_reject_garbage() {
+        let id = ObjectId::of(b"hello");
+        assert_eq!(id.to_hex().parse::<ObjectId>().unwrap(), id);
+        assert_eq!(id.to_hex().len(), 64);
+        assert!("xyz".parse::<ObjectId>().is_err());
+        assert!(
+            id.key_in("objects")
+                .starts_with(&format!("objects/{}/", &id.to_hex()[..2]))
+        );
+    }
+}

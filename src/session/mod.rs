@@ -1,0 +1,480 @@
+//! Sessions: the writable view of one mount.
+//!
+//! A session has an id, a start time, a branch, a base commit and a
+//! journal of changes. Its view is the base tree with the journal laid
+//! over it ([`view`]); committing turns the journal into a change list for
+//! the repository's commit driver ([`changes`]).
+//!
+//! On disk a session is a directory `REPO/sessions/<id>/`:
+//!
+//! ```text
+//! info.json        id, start time, branch, base, author, mountpoint
+//! journal.redb     the journal (see `journal`)
+//! staged/<n>       the bytes of files written in this session
+//! lock             held (flock) by the process serving the session
+//! ```
+//!
+//! so that uncommitted work survives unmount, a crash or `kill -9`, and a
+//! later mount resumes it.
+
+mod changes;
+pub mod journal;
+mod view;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::repo::{CommitId, ObjectId, Repo, RepoError};
+use journal::Journal;
+
+pub use changes::{StatusEntry, StatusKind};
+pub use view::{Attr, NodeKind, ReadSource, StagedFile};
+
+/// What a session is, as recorded in `info.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub started_at: String,
+    /// The branch commits go to; `None` for a session on a tag or commit.
+    pub branch: Option<String>,
+    pub base: CommitId,
+    pub author: String,
+    /// Where the session was last mounted, to resume it there.
+    pub mountpoint: Option<String>,
+}
+
+/// How to start or resume a session.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub branch: String,
+    pub author: String,
+    pub mountpoint: Option<String>,
+}
+
+impl SessionOptions {
+    pub fn new(branch: &str) -> SessionOptions {
+        SessionOptions {
+            branch: branch.to_owned(),
+            author: default_author(),
+            mountpoint: None,
+        }
+    }
+}
+
+/// `user@host`, the author when nothing better is known.
+pub fn default_author() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "user".into());
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user} <{user}@{host}>")
+}
+
+/// An error of a session operation, carrying the errno a filesystem
+/// would answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    Exists(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Commit(#[from] crate::repo::CommitError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl SessionError {
+    pub fn errno(&self) -> i32 {
+        use crate::repo::CommitError as C;
+        match self {
+            SessionError::NotFound(_) => libc::ENOENT,
+            SessionError::Exists(_) => libc::EEXIST,
+            SessionError::NotADirectory(_) => libc::ENOTDIR,
+            SessionError::IsADirectory(_) => libc::EISDIR,
+            SessionError::NotEmpty(_) => libc::ENOTEMPTY,
+            SessionError::Invalid(_) => libc::EINVAL,
+            SessionError::Busy(_) => libc::EBUSY,
+            SessionError::Commit(C::Conflict { .. }) => libc::EBUSY,
+            SessionError::Commit(C::InvalidMetadata { .. }) => libc::EINVAL,
+            SessionError::Commit(C::NothingToCommit) => libc::ENODATA,
+            SessionError::Commit(C::ReadOnly(_)) => libc::EROFS,
+            SessionError::Commit(C::Io(e)) | SessionError::Io(e) => {
+                e.raw_os_error().unwrap_or(libc::EIO)
+            }
+            SessionError::Commit(_) => libc::EAGAIN,
+            SessionError::Repo(RepoError::UnknownRevision(_) | RepoError::AmbiguousRevision(_)) => {
+                libc::ENOENT
+            }
+            SessionError::Repo(_) => libc::EIO,
+        }
+    }
+}
+
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// One open session. Not shared between threads by itself: the mount
+/// wraps it in a lock.
+pub struct Session {
+    repo: Arc<Repo>,
+    info: SessionInfo,
+    dir: PathBuf,
+    journal: Journal,
+    base_tree: ObjectId,
+    /// When the base commit was made: the mtime of unchanged files.
+    base_time: SystemTime,
+    next_staged: u64,
+    /// Staged files open for writing, by how many handles: the commit
+    /// copies them instead of linking, so that a late write through an
+    /// old handle cannot reach a committed object.
+    writers: HashMap<u64, usize>,
+    /// Hashes of staged files, valid while their size and mtime match.
+    hashes: HashMap<u64, (u64, SystemTime, ObjectId)>,
+    /// Bumped whenever the view is replaced (commit, checkout, discard).
+    generation: u64,
+    _lock: File,
+}
+
+impl Session {
+    /// Start a new session at the tip of `options.branch`.
+    pub fn start(repo: Arc<Repo>, options: SessionOptions) -> Result<Session> {
+        let tip = repo
+            .branch_tip(&options.branch)?
+            .ok_or_else(|| SessionError::NotFound(format!("branch '{}'", options.branch)))?;
+        Session::create_at(
+            repo,
+            Some(options.branch.clone()),
+            tip.commit,
+            &options.author,
+            options.mountpoint,
+        )
+    }
+
+    fn create_at(
+        repo: Arc<Repo>,
+        branch: Option<String>,
+        base: CommitId,
+        author: &str,
+        mountpoint: Option<String>,
+    ) -> Result<Session> {
+        let info = SessionInfo {
+            id: new_session_id()?,
+            started_at: crate::repo::commit::now_rfc3339(),
+            branch,
+            base,
+            author: author.to_owned(),
+            mountpoint,
+        };
+        let dir = repo.sessions_dir().join(&info.id);
+        fs::create_dir_all(dir.join("staged"))?;
+        write_info(&dir, &info)?;
+        Session::load(repo, dir, info)
+    }
+
+    /// Resume a session by id, as it was left.
+    pub fn resume(repo: Arc<Repo>, id: &str, mountpoint: Option<String>) -> Result<Session> {
+        let dir = repo.sessions_dir().join(id);
+        let mut info = read_info(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SessionError::NotFound(format!("session {id}")),
+            _ => SessionError::Io(e),
+        })?;
+        if mountpoint.is_some() && info.mountpoint != mountpoint {
+            info.mountpoint = mountpoint;
+            write_info(&dir, &info)?;
+        }
+        let mut session = Session::load(repo, dir, info)?;
+        session.finish_if_landed()?;
+        Ok(session)
+    }
+
+    /// The session to resume at a mountpoint: the newest one last mounted
+    /// there that has uncommitted changes and is not in use.
+    pub fn find_resumable(repo: &Repo, mountpoint: &str) -> io::Result<Option<String>> {
+        let mut best: Option<SessionInfo> = None;
+        for summary in list_sessions(repo)? {
+            if summary.info.mountpoint.as_deref() == Some(mountpoint)
+                && summary.in_use_by.is_none()
+                && summary.changes > 0
+                && best
+                    .as_ref()
+                    .is_none_or(|b| b.started_at < summary.info.started_at)
+            {
+                best = Some(summary.info);
+            }
+        }
+        Ok(best.map(|info| info.id))
+    }
+
+    fn load(repo: Arc<Repo>, dir: PathBuf, info: SessionInfo) -> Result<Session> {
+        let lock = take_lock(&dir, &info)?;
+        let journal = Journal::open(&dir.join("journal.redb"))?;
+        let base = repo.commit_record(info.base)?;
+        let next_staged = fs::read_dir(dir.join("staged"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        Ok(Session {
+            base_tree: base.tree,
+            base_time: humantime::parse_rfc3339(&base.date).unwrap_or(SystemTime::UNIX_EPOCH),
+            repo,
+            info,
+            dir,
+            journal,
+            next_staged,
+            writers: HashMap::new(),
+            hashes: HashMap::new(),
+            generation: 0,
+            _lock: lock,
+        })
+    }
+
+    /// A session whose commit landed but which crashed before it could
+    /// start its successor: start the successor now.
+    fn finish_if_landed(&mut self) -> Result<()> {
+        let Some(branch) = self.info.branch.clone() else {
+            return Ok(());
+        };
+        let Some(tip) = self.repo.branch_tip(&branch)? else {
+            return Ok(());
+        };
+        let Some(landed) = self.repo.commits_since(self.info.base, tip.commit)? else {
+            return Ok(());
+        };
+        for id in landed {
+            if self.repo.commit_record(id)?.session == self.info.id {
+                self.replace_with_new_session(Some(branch), id)?;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    pub fn base(&self) -> CommitId {
+        self.info.base
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.info.branch.as_deref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the journal records anything (it may still amount to no
+    /// change, if files were rewritten with the bytes they had).
+    pub fn has_journal_entries(&self) -> bool {
+        !self.journal.is_empty()
+    }
+
+    /// Make the journal durable now.
+    pub fn flush(&mut self) -> Result<()> {
+        self.journal.flush()?;
+        Ok(())
+    }
+
+    pub fn has_unflushed_changes(&self) -> bool {
+        self.journal.has_pending()
+    }
+
+    /// Leave this session for a new, empty one at `base`; the old one's
+    /// directory goes (its changes were committed or discarded).
+    fn replace_with_new_session(&mut self, branch: Option<String>, base: CommitId) -> Result<()> {
+        let next = Session::create_at(
+            self.repo.clone(),
+            branch,
+            base,
+            &self.info.author,
+            self.info.mountpoint.clone(),
+        )?;
+        let generation = self.generation;
+        let old = std::mem::replace(self, next);
+        let old_dir = old.dir.clone();
+        drop(old);
+        self.generation = generation.wrapping_add(1);
+        // The old generation is gone whatever happens next; a failure to
+        // remove its files only costs disk space.
+        let _ = fs::remove_dir_all(&old_dir);
+        Ok(())
+    }
+
+    /// Drop every change and start a new session at the same base.
+    pub fn discard(&mut self) -> Result<()> {
+        self.replace_with_new_session(self.info.branch.clone(), self.info.base)
+    }
+
+    /// Start a new session at a branch's tip (or, for an empty target,
+    /// the current branch's tip), a tag or a commit. Refused while the
+    /// session has changes, unless the target is the session's base.
+    pub fn checkout(&mut self, target: &str) -> Result<CommitId> {
+        let target = target.trim();
+        let (branch, commit) = if target.is_empty() {
+            let branch = self.info.branch.clone().ok_or_else(|| {
+                SessionError::Invalid(
+                    "this session is on no branch; name a branch to check out".into(),
+                )
+            })?;
+            let tip = self
+                .repo
+                .branch_tip(&branch)?
+                .ok_or_else(|| SessionError::NotFound(format!("branch '{branch}'")))?;
+            (Some(branch), tip.commit)
+        } else if let Some(tip) = self.repo.branch_tip(target).ok().flatten() {
+            (Some(target.to_owned()), tip.commit)
+        } else {
+            (None, self.repo.resolve(target)?)
+        };
+        if commit != self.info.base && !self.status()?.is_empty() {
+            return Err(SessionError::Busy(format!(
+                "cannot check out {target}: the session has uncommitted changes; commit or discard them first",
+                target = if target.is_empty() {
+                    "the branch tip"
+                } else {
+                    target
+                }
+            )));
+        }
+        self.replace_with_new_session(branch, commit)?;
+        Ok(commit)
+    }
+
+    fn staged_path(&self, n: u64) -> PathBuf {
+        self.dir.join("staged").join(n.to_string())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.journal.flush();
+    }
+}
+
+/// A session found on disk, for `zarrfs sessions` and for resuming.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub info: SessionInfo,
+    /// Journal entries (0 if it could not be read because it is in use).
+    pub changes: usize,
+    /// The process holding it, and where, if it is mounted.
+    pub in_use_by: Option<String>,
+}
+
+/// Every session in the repository.
+pub fn list_sessions(repo: &Repo) -> io::Result<Vec<SessionSummary>> {
+    let mut out = Vec::new();
+    let dir = repo.sessions_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Ok(info) = read_info(&path) else { continue };
+        let in_use_by = lock_holder(&path);
+        let changes = if in_use_by.is_some() {
+            0
+        } else {
+            Journal::open(&path.join("journal.redb")).map_or(0, |j| j.len())
+        };
+        out.push(SessionSummary {
+            info,
+            changes,
+            in_use_by,
+        });
+    }
+    out.sort_by(|a, b| a.info.started_at.cmp(&b.info.started_at));
+    Ok(out)
+}
+
+fn new_session_id() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_info(dir: &Path, info: &SessionInfo) -> io::Result<()> {
+    let tmp = dir.join("info.json.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(info).unwrap())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("info.json"))?;
+    crate::storage::sync_dir(dir)
+}
+
+fn read_info(dir: &Path) -> io::Result<SessionInfo> {
+    let bytes = fs::read(dir.join("info.json"))?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Take the session's lock, or say who holds it.
+fn take_lock(dir: &Path, info: &SessionInfo) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))?;
+    // SAFETY: flock on a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = fs::read_to_string(dir.join("lock")).unwrap_or_default();
+        return Err(SessionError::Busy(format!(
+            "session {} is already in use by {}",
+            info.id,
+            holder.trim()
+        )));
+    }
+    file.set_len(0)?;
+    let where_ = info.mountpoint.as_deref().unwrap_or("no mountpoint");
+    (&file)
+        .write_all(format!("process {} (mounted at {where_})\n", std::process::id()).as_bytes())?;
+    Ok(file)
+}
+
+/// Who holds a session's lock, if anyone.
+fn lock_holder(dir: &Path) -> Option<String> {
+    let file = File::open(dir.join("lock")).ok()?;
+    // SAFETY: flock on a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return None; // released when `file` closes
+    }
+    Some(
+        fs::read_to_string(dir.join("lock"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    )
+}

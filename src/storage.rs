@@ -1,0 +1,264 @@
+//! Storage: the only place that does repository I/O.
+//!
+//! A [`Storage`] is a flat key-value store over a local directory: keys are
+//! `/`-separated relative paths, values are whole immutable files. It offers
+//! `put`, `get`, `put_if_absent`, `list` and `delete`, and nothing that a
+//! plain object store could not offer later.
+//!
+//! `put_if_absent` is the one atomic primitive the repository builds on: a
+//! ref moves by creating its next version with it. Locally it writes a
+//! temporary file, makes it durable, and `link(2)`s it to the key: `link`
+//! fails with `EEXIST` if the key exists, atomically, on local disks and on
+//! NFS alike, and the key never shows partial content.
+//!
+//! Durability is explicit: `put` does not fsync (objects are written in bulk
+//! and made durable together by [`Storage::sync`] before a ref points at
+//! them), `put_if_absent` always does.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Above this many files to make durable, one `syncfs(2)` is cheaper than
+/// an `fsync(2)` per file.
+const SYNCFS_THRESHOLD: usize = 64;
+
+/// A directory holding the repository's files.
+#[derive(Debug)]
+pub struct Storage {
+    root: PathBuf,
+    tmp_counter: AtomicU64,
+}
+
+impl Storage {
+    /// Storage over an existing directory. `tmp/` inside it holds files
+    /// being written.
+    pub fn new(root: impl Into<PathBuf>) -> Storage {
+        Storage {
+            root: root.into(),
+            tmp_counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The filesystem path of a key, for callers that serve a file's bytes
+    /// directly (reads, passthrough) instead of copying them.
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Write `bytes` under `key`, replacing nothing that is there already
+    /// with different content: keys written with `put` are content-addressed,
+    /// so an existing key already holds these bytes. Not durable until
+    /// [`Storage::sync`].
+    pub fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let target = self.path_of(key);
+        if target.exists() {
+            return Ok(());
+        }
+        let tmp = self.write_tmp(bytes, false)?;
+        self.rename_into_place(&tmp, &target)
+    }
+
+    /// Move an existing local file under `key` without copying it: a hard
+    /// link, so that the source stays where it is (a staged file must
+    /// survive a commit that fails). Returns false if the key existed.
+    pub fn put_file_link(&self, key: &str, source: &Path) -> io::Result<bool> {
+        let target = self.path_of(key);
+        match fs::hard_link(source, &target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_parent(&target)?;
+                match fs::hard_link(source, &target) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            // Filesystems without hard links: copy instead.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                let bytes = fs::read(source)?;
+                self.put(key, &bytes)?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create `key` with `bytes` if and only if it does not exist yet.
+    /// Durable when it returns `Ok(true)`; `Ok(false)` if the key existed.
+    pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        let target = self.path_of(key);
+        let tmp = self.write_tmp(bytes, true)?;
+        let linked = match fs::hard_link(&tmp, &target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_parent(&target)?;
+                match fs::hard_link(&tmp, &target) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let _ = fs::remove_file(&tmp);
+        let linked = linked?;
+        if linked {
+            sync_dir(target.parent().expect("keys have a parent"))?;
+        }
+        Ok(linked)
+    }
+
+    /// The bytes under `key`, or `None` if there is no such key.
+    pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path_of(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        self.path_of(key).exists()
+    }
+
+    /// The names directly under the key prefix `dir` (files and
+    /// sub-prefixes), unsorted; empty if there is no such prefix.
+    pub fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let read = match fs::read_dir(self.path_of(dir)) {
+            Ok(read) => read,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in read {
+            let name = entry?.file_name();
+            if let Some(name) = name.to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Remove `key`; removing a missing key is not an error.
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        match fs::remove_file(self.path_of(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Make the given keys, and the directory entries naming them, durable.
+    pub fn sync(&self, keys: &[String]) -> io::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if keys.len() > SYNCFS_THRESHOLD {
+            let dir = File::open(&self.root)?;
+            // SAFETY: syncfs takes a valid open descriptor and nothing else.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            return Ok(());
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = self.path_of(key);
+            File::open(&path)?.sync_all()?;
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn write_tmp(&self, bytes: &[u8], durable: bool) -> io::Result<PathBuf> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{}", std::process::id(), thread_tag(), n));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        if durable {
+            file.sync_all()?;
+        }
+        Ok(tmp)
+    }
+
+    fn rename_into_place(&self, tmp: &Path, target: &Path) -> io::Result<()> {
+        match fs::rename(tmp, target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_parent(target)?;
+                fs::rename(tmp, target)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn create_parent(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path.parent().expect("keys have a parent"))
+}
+
+/// fsync a directory, so that the entries created in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A number that tells this thread's temporary files from other threads'.
+fn thread_tag() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut hasher);
+    hasher.finish() & 0xffff_ffff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("tmp")).unwrap();
+        let storage = Storage::new(dir.path());
+        (dir, storage)
+    }
+
+    #[test]
+    fn put_if_absent_refuses_an_existing_key_and_keeps_its_content() {
+        let (_dir, storage) = storage();
+        assert!(storage.put_if_absent("refs/a/1", b"first").unwrap());
+        assert!(!storage.put_if_absent("refs/a/1", b"second").unwrap());
+        assert_eq!(storage.get("refs/a/1").unwrap().unwrap(), b"first");
+        assert!(storage.list("tmp").unwrap().is_empty(), "no temp file left");
+    }
+
+    #[test]
+    fn get_of_a_missing_key_is_none_and_list_of_a_missing_prefix_is_empty() {
+        let (_dir, storage) = storage();
+        assert!(storage.get("objects/zz/nothing").unwrap().is_none());
+        assert!(storage.list("refs/branches").unwrap().is_empty());
+    }
+}
