@@ -26,6 +26,8 @@
 //! assert_eq!(tip.commit, commit);
 //! ```
 
+pub mod cli;
+pub mod fs;
 pub mod repo;
 pub mod session;
 pub mod storage;
