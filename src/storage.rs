@@ -92,6 +92,13 @@ impl Storage {
         }
     }
 
+    /// Write `bytes` under `key`, atomically replacing what is there. Not
+    /// durable; for hints that readers verify.
+    pub fn put_replacing(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.write_tmp(bytes, false)?;
+        self.rename_into_place(&tmp, &self.path_of(key))
+    }
+
     /// Create `key` with `bytes` if and only if it does not exist yet.
     /// Durable when it returns `Ok(true)`; `Ok(false)` if the key existed.
     pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {

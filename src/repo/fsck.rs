@@ -97,10 +97,10 @@ impl Checker<'_> {
                 }
             };
             self.check_tree(id, record.tree)?;
-            if self.check_object(&format!("commit {id}'s change list"), record.changes)? {
-                if let Err(e) = get_change_list(self.repo.objects(), record.changes) {
-                    self.problem(format!("commit {id}: {e}"));
-                }
+            if self.check_object(&format!("commit {id}'s change list"), record.changes)?
+                && let Err(e) = get_change_list(self.repo.objects(), record.changes)
+            {
+                self.problem(format!("commit {id}: {e}"));
             }
             referrer = format!("commit {id}");
             next = record.parent();

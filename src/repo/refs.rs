@@ -26,6 +26,10 @@ struct RefRecord {
     commit: Option<CommitId>,
 }
 
+/// One stored version of a branch: its key, and the commit it names
+/// (`None` for a deletion) or why it cannot be read.
+pub type RefVersion = (String, Result<Option<CommitId>, String>);
+
 /// A branch as read: its version number and the commit it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BranchTip {
@@ -68,33 +72,64 @@ impl<'a> Refs<'a> {
         format!("refs/branches/{name}/{seq:020}")
     }
 
+    fn hint_key(name: &str) -> String {
+        format!("refs/hints/{name}")
+    }
+
+    /// The newest version number of a branch. Versions are created one
+    /// after another and never removed, so they are exactly 1..=N: probe
+    /// forward from the hint left by the last writer, and fall back to
+    /// listing the versions when there is no usable hint.
+    fn newest_seq(&self, name: &str) -> io::Result<Option<u64>> {
+        let hint = self
+            .storage
+            .get(&Self::hint_key(name))?
+            .and_then(|b| String::from_utf8(b).ok()?.trim().parse::<u64>().ok())
+            .filter(|&seq| seq > 0 && self.storage.exists(&Self::version_key(name, seq)));
+        if let Some(mut seq) = hint {
+            while self.storage.exists(&Self::version_key(name, seq + 1)) {
+                seq += 1;
+            }
+            return Ok(Some(seq));
+        }
+        Ok(self
+            .storage
+            .list(&Self::branch_dir(name))?
+            .iter()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max())
+    }
+
+    /// Remember the newest version for the next reader. Only a hint: it
+    /// is not made durable, and a lost or stale one costs a few probes.
+    fn leave_hint(&self, name: &str, seq: u64) {
+        let _ = self
+            .storage
+            .put_replacing(&Self::hint_key(name), seq.to_string().as_bytes());
+    }
+
     /// The latest version of a branch, deleted or not; `None` if the
     /// branch never existed.
     fn latest(&self, name: &str) -> io::Result<Option<(u64, RefRecord)>> {
-        loop {
-            let newest = self
-                .storage
-                .list(&Self::branch_dir(name))?
-                .iter()
-                .filter_map(|v| v.parse::<u64>().ok())
-                .max();
-            let Some(seq) = newest else {
-                return Ok(None);
-            };
-            let Some(bytes) = self.storage.get(&Self::version_key(name, seq))? else {
-                continue; // removed by hand while we looked: look again
-            };
-            let record: RefRecord = serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "ref version {} is corrupt: {e}",
-                        Self::version_key(name, seq)
-                    ),
-                )
-            })?;
-            return Ok(Some((seq, record)));
-        }
+        let Some(seq) = self.newest_seq(name)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.storage.get(&Self::version_key(name, seq))? else {
+            return Err(io::Error::other(format!(
+                "ref version {} disappeared; versions are never removed, so the repository was changed by hand",
+                Self::version_key(name, seq)
+            )));
+        };
+        let record: RefRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "ref version {} is corrupt: {e}",
+                    Self::version_key(name, seq)
+                ),
+            )
+        })?;
+        Ok(Some((seq, record)))
     }
 
     /// The branch's current commit, or `None` if there is no such branch.
@@ -121,10 +156,14 @@ impl<'a> Refs<'a> {
         let record = RefRecord {
             commit: Some(commit),
         };
-        self.storage.put_if_absent(
+        let moved = self.storage.put_if_absent(
             &Self::version_key(name, from_seq + 1),
             &serde_json::to_vec(&record).unwrap(),
-        )
+        )?;
+        if moved {
+            self.leave_hint(name, from_seq + 1);
+        }
+        Ok(moved)
     }
 
     /// Create a branch at a commit. Fails if it exists already.
@@ -183,10 +222,8 @@ impl<'a> Refs<'a> {
         Ok(out)
     }
 
-    /// Every version of every branch, for fsck: (key, parsed commit or error).
-    pub fn all_branch_versions(
-        &self,
-    ) -> io::Result<Vec<(String, Result<Option<CommitId>, String>)>> {
+    /// Every version of every branch, for fsck.
+    pub fn all_branch_versions(&self) -> io::Result<Vec<RefVersion>> {
         let mut out = Vec::new();
         for name in self.storage.list("refs/branches")? {
             for version in self.storage.list(&Self::branch_dir(&name))? {

@@ -77,6 +77,10 @@ impl Change {
 
 pub const DIR_MODE: u32 = 0o755;
 
+/// The changes under one name of a directory: to the name itself, and
+/// below it (relative paths).
+type ChangesAtName<'a> = (Option<&'a Change>, Vec<(&'a str, &'a Change)>);
+
 /// Read and write trees in an object store.
 pub struct Trees<'a> {
     objects: &'a Objects,
@@ -185,7 +189,7 @@ impl<'a> Trees<'a> {
     ) -> io::Result<ObjectId> {
         // Group by first component. Paths sorted as strings do not keep a
         // directory's paths together ("a.b" sorts between "a" and "a/b").
-        let mut groups: BTreeMap<&str, (Option<&Change>, Vec<(&str, &Change)>)> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, ChangesAtName> = BTreeMap::new();
         for &(path, change) in changes {
             match path.split_once('/') {
                 None => groups.entry(path).or_default().0 = Some(change),
@@ -214,11 +218,14 @@ impl<'a> Trees<'a> {
                     },
                 };
             }
-            if !below.is_empty() {
-                let subdir = match &current {
-                    Some(entry) if entry.kind == EntryKind::Dir => Some(entry.id),
-                    _ => None,
-                };
+            let subdir = match &current {
+                Some(entry) if entry.kind == EntryKind::Dir => Some(entry.id),
+                _ => None,
+            };
+            // Deletes below something that is not a directory delete
+            // nothing; anything else below makes it a directory.
+            let creates = below.iter().any(|(_, c)| !matches!(c, Change::Delete));
+            if !below.is_empty() && (subdir.is_some() || creates) {
                 let id = self.apply_dir(subdir, &below, batch)?;
                 let mode = current.as_ref().map_or(DIR_MODE, |e| match e.kind {
                     EntryKind::Dir => e.mode,
