@@ -1,0 +1,153 @@
+//! Branches, tags, log and diff; and costs that grow with the change, not
+//! with the repository (counted in objects written, not timed).
+
+use std::sync::Arc;
+
+use zarrfs::repo::{Change, CommitRequest, DEFAULT_BRANCH, DiffKind, RefError, Repo, WriteBatch};
+use zarrfs::session::{Session, SessionOptions};
+use zarrfs::zarr::change_marker;
+
+fn repo() -> (tempfile::TempDir, Arc<Repo>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Arc::new(Repo::init(&dir.path().join("repo")).unwrap());
+    (dir, repo)
+}
+
+#[test]
+fn branches_tags_log_and_diff() {
+    let (_dir, repo) = repo();
+    let mut session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    session.write_file("meta/root.group.json", b"{}").unwrap();
+    session.write_file("data/root/a/c0/0", b"1").unwrap();
+    let c1 = session.commit("first").unwrap();
+
+    repo.refs().create_branch("experiment", c1).unwrap();
+    repo.refs().create_tag("v1", c1).unwrap();
+    assert!(matches!(
+        repo.refs().create_branch("experiment", c1),
+        Err(RefError::Exists(_))
+    ));
+    assert!(matches!(
+        repo.refs().create_tag("v1", c1),
+        Err(RefError::Exists(_))
+    ));
+
+    session.write_file("data/root/a/c0/0", b"2").unwrap();
+    session.write_file("data/root/a/c0/1", b"3").unwrap();
+    session.unlink("meta/root.group.json").unwrap();
+    let c2 = session.commit("second").unwrap();
+
+    // The tag did not move; the branch did.
+    assert_eq!(repo.resolve("v1").unwrap(), c1);
+    assert_eq!(repo.resolve("main").unwrap(), c2);
+    assert_eq!(repo.resolve("experiment").unwrap(), c1);
+    assert_eq!(
+        repo.resolve(&c2.to_hex()[..10]).unwrap(),
+        c2,
+        "a unique prefix resolves"
+    );
+    assert!(repo.resolve("nope").is_err());
+
+    let branches: Vec<String> = repo
+        .refs()
+        .branches()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(branches, ["experiment", "main"]);
+    repo.refs().delete_branch("experiment").unwrap();
+    let branches: Vec<String> = repo
+        .refs()
+        .branches()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(branches, ["main"]);
+    assert!(
+        repo.commit_record(c1).is_ok(),
+        "deleting a branch keeps its commits"
+    );
+
+    let log: Vec<String> = repo.log(c2).map(|c| c.unwrap().1.message.clone()).collect();
+    assert_eq!(log, ["second", "first", "Repository created"]);
+
+    let diff: Vec<String> = repo
+        .diff(c1, c2)
+        .unwrap()
+        .into_iter()
+        .map(|(path, kind)| format!("{} {} {path}", kind.letter(), change_marker(&path)))
+        .collect();
+    assert_eq!(
+        diff,
+        [
+            "M [C] data/root/a/c0/0",
+            "A [C] data/root/a/c0/1",
+            "D [M] meta/root.group.json"
+        ]
+    );
+    assert_eq!(repo.diff(c2, c2).unwrap(), vec![]);
+    assert_eq!(
+        repo.diff(c2, c1).unwrap()[1],
+        ("data/root/a/c0/1".to_owned(), DiffKind::Deleted)
+    );
+}
+
+/// Files in the repository's object and commit directories.
+fn stored_files(repo: &Repo) -> usize {
+    ["objects", "commits"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo.path().join(d)).unwrap())
+        .map(|fanout| std::fs::read_dir(fanout.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+#[test]
+fn committing_one_file_in_a_repository_of_100000_writes_a_few_small_objects() {
+    let (_dir, repo) = repo();
+    let mut batch = WriteBatch::default();
+    let blob = repo.objects().put(b"chunk", &mut batch).unwrap();
+    // 100,000 chunks: one directory of 50,000 and 50 of 1,000.
+    let changes: Vec<(String, Change)> = (0..50_000)
+        .map(|i| format!("flat/{i}"))
+        .chain((0..50_000).map(|i| format!("nested/{}/{}", i / 1000, i % 1000)))
+        .map(|path| {
+            (
+                path,
+                Change::File {
+                    id: blob,
+                    size: 5,
+                    mode: 0o644,
+                },
+            )
+        })
+        .collect();
+    let base = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    repo.commit(CommitRequest {
+        branch: DEFAULT_BRANCH,
+        base,
+        changes: &changes,
+        author: "bulk",
+        message: "100,000 chunks",
+        session: "bulk",
+        written: batch.keys,
+    })
+    .unwrap();
+
+    for path in ["flat/31337", "nested/42/7"] {
+        let mut session =
+            Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+        session.write_file(path, b"new").unwrap();
+        let before = stored_files(&repo);
+        session.commit("one chunk").unwrap();
+        let written = stored_files(&repo) - before;
+        // The blob, the leaf and inner node of the big directory (or the
+        // small directory), the directories above, the change list and the
+        // commit record: a handful, whatever the repository's size.
+        assert!(written <= 8, "committing {path} wrote {written} objects");
+        let reader = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+        assert_eq!(reader.read_file(path).unwrap(), b"new");
+        assert_eq!(reader.list("flat").unwrap().len(), 50_000);
+    }
+}
