@@ -151,3 +151,54 @@ fn committing_one_file_in_a_repository_of_100000_writes_a_few_small_objects() {
         assert_eq!(reader.list("flat").unwrap().len(), 50_000);
     }
 }
+
+#[test]
+fn fsck_names_each_missing_or_damaged_thing() {
+    let (_dir, repo) = repo();
+    let mut session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    session
+        .write_file("a/zarr.json", br#"{"zarr_format": 3}"#)
+        .unwrap();
+    session.write_file("a/c/0", b"chunk zero").unwrap();
+    session.write_file("b/c/1", b"chunk one").unwrap();
+    let commit = session.commit("data").unwrap();
+    assert!(zarrfs::repo::fsck::fsck(&repo).unwrap().is_clean());
+
+    let tree = repo.commit_record(commit).unwrap().tree;
+    let chunk = repo.trees().lookup(tree, "a/c/0").unwrap().unwrap().id;
+    let other = repo.trees().lookup(tree, "b/c/1").unwrap().unwrap().id;
+    std::fs::remove_file(repo.objects().blob_path(chunk)).unwrap();
+    let damaged = repo.objects().blob_path(other);
+    let mut perms = std::fs::metadata(&damaged).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&damaged, perms).unwrap();
+    std::fs::write(&damaged, b"chunk 0ne").unwrap();
+
+    let report = zarrfs::repo::fsck::fsck(&repo).unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("file 'a/c/0'") && p.contains("missing"))
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("file 'b/c/1'") && p.contains("do not hash"))
+    );
+
+    // A ref naming a commit that does not exist.
+    std::fs::remove_file(repo.path().join(commit.key_in("commits"))).unwrap();
+    let report = zarrfs::repo::fsck::fsck(&repo).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("names commit {commit}, which is missing"))),
+        "{:?}",
+        report.problems
+    );
+}
