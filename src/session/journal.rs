@@ -19,6 +19,11 @@ use crate::repo::ObjectId;
 
 const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("journal");
 
+/// redb's page cache for a journal. The journal is read once at open and
+/// then only written, so a small cache loses nothing and keeps a session
+/// with a million changed paths from holding redb's default gigabyte.
+const JOURNAL_CACHE_BYTES: usize = 8 << 20;
+
 /// Flush on its own once this many changes are pending, to bound memory.
 const MAX_PENDING: usize = 50_000;
 
@@ -60,12 +65,15 @@ pub struct Journal {
 impl Journal {
     /// Open (or create) the journal database and load it.
     pub fn open(path: &Path) -> io::Result<Journal> {
-        let db = Database::create(path).map_err(|e| {
-            io::Error::other(format!(
-                "cannot open session journal {}: {e}",
-                path.display()
-            ))
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(JOURNAL_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open session journal {}: {e}",
+                    path.display()
+                ))
+            })?;
         let txn = db.begin_write().map_err(io::Error::other)?;
         txn.open_table(JOURNAL).map_err(io::Error::other)?;
         txn.commit().map_err(io::Error::other)?;
