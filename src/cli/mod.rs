@@ -3,7 +3,10 @@
 //! its `.zarrfs/` control files, so that they do exactly what `echo` and
 //! `cat` would.
 
+mod docs;
 pub mod mount;
+mod mountctl;
+mod repo_cmds;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::repo::{DEFAULT_BRANCH, Repo, RepoError};
+use crate::repo::RepoError;
 
 /// Exit codes, as documented in zarrfs(1).
 pub mod exit {
@@ -20,13 +23,33 @@ pub mod exit {
     pub const CONFLICT: u8 = 1;
     /// The command line was wrong (clap's own code).
     pub const USAGE: u8 = 2;
-    /// Something named does not exist (repository, branch, revision).
+    /// Something named does not exist: repository, mount, branch, tag,
+    /// commit or session.
     pub const NOT_FOUND: u8 = 3;
     /// fsck found damage.
     pub const DAMAGED: u8 = 4;
     /// Any other failure.
     pub const FAILURE: u8 = 5;
+    /// A commit found nothing to commit.
+    pub const NOTHING_TO_COMMIT: u8 = 6;
+    /// A commit was refused because a Zarr metadata document is not a JSON
+    /// object.
+    pub const INVALID_METADATA: u8 = 7;
+    /// Refused because something is in use or has uncommitted changes.
+    pub const BUSY: u8 = 8;
 }
+
+const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0  success
+  1  the commit conflicts with commits that landed meanwhile (nothing is lost)
+  2  wrong usage
+  3  not found: repository, mount, branch, tag, commit or session
+  4  fsck found damage
+  5  any other failure
+  6  nothing to commit
+  7  invalid Zarr metadata (the commit names the file)
+  8  busy: the session has uncommitted changes, or is in use elsewhere";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,13 +58,28 @@ pub mod exit {
     about = "Mount a version-controlled Zarr repository as a directory",
     long_about = "zarrfs mounts a version-controlled Zarr repository as a directory. \
 Every mount is a session: edit files with any tool or Zarr library, then commit \
-by writing a message to .zarrfs/commit (or `zarrfs commit -m`). Commits rebase \
+with `zarrfs commit -m MESSAGE` (or `echo MESSAGE > .zarrfs/commit`). Commits rebase \
 onto newer commits when the changed paths do not overlap, and fail with a \
-clear conflict when they do."
+clear conflict when they do.\n\n\
+Commands that act on a mount find it from the current directory, as git finds \
+its repository, or take --mount DIR.",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where a command acts: a mount (found from the current directory by
+/// default) or, with `--repo`, a repository directly.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Target {
+    /// The mount to act on [default: the mount containing the current directory]
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub mount: Option<PathBuf>,
+    /// Act on this repository directly instead of through a mount
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,18 +93,101 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a mount, keeping its session's uncommitted changes
     Umount(mount::UmountArgs),
-    /// Show the commit log of a branch, newest first
-    Log {
-        /// The repository
+    /// Show the session, its branch and the paths it changed
+    Status {
+        /// The mount [default: the mount containing the current directory]
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+        /// Print JSON
         #[arg(long)]
-        repo: PathBuf,
-        /// The branch (or tag, or commit) to start from
-        #[arg(long, default_value = DEFAULT_BRANCH)]
-        branch: String,
+        json: bool,
+    },
+    /// Commit the session's changes (rebasing onto newer commits if they do not conflict)
+    Commit {
+        /// The commit message
+        #[arg(short, long)]
+        message: String,
+        /// The mount [default: the mount containing the current directory]
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+    },
+    /// Start a new session at a branch's tip, a tag or a commit
+    Checkout {
+        /// Branch, tag or commit id [default: the tip of the current branch]
+        target: Option<String>,
+        /// The mount [default: the mount containing the current directory]
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+    },
+    /// Drop the session's uncommitted changes
+    Discard {
+        /// The mount [default: the mount containing the current directory]
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+    },
+    /// Show the commit log, newest first
+    Log {
+        #[command(flatten)]
+        target: Target,
+        /// Branch, tag or commit to start from [default: the session's branch, or main]
+        #[arg(long)]
+        branch: Option<String>,
         /// Show at most this many commits
         #[arg(short = 'n', long)]
         max_count: Option<usize>,
         /// Print JSON, one array of commits
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the paths that differ between two commits, each marked [M]etadata or [C]hunk
+    Diff {
+        /// Branch, tag or commit to compare from
+        from: String,
+        /// Branch, tag or commit to compare to [default: the session's base, or main]
+        to: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, create or delete branches
+    Branch {
+        /// Create a branch with this name
+        name: Option<String>,
+        /// Where to create it [default: the session's base, or main's tip]
+        #[arg(long, value_name = "REV", requires = "name")]
+        at: Option<String>,
+        /// Delete this branch (its commits stay)
+        #[arg(short, long, value_name = "NAME", conflicts_with = "name")]
+        delete: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or create tags (tags never move)
+    Tag {
+        /// Create a tag with this name
+        name: Option<String>,
+        /// Where to create it [default: the session's base, or main's tip]
+        #[arg(long, value_name = "REV", requires = "name")]
+        at: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the sessions of a repository that hold uncommitted changes or are mounted
+    Sessions {
+        #[command(flatten)]
+        target: Target,
+        /// List every session, also those without changes
+        #[arg(long)]
+        all: bool,
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },
@@ -79,6 +200,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the zarrfs(1) man page, generated from these definitions
+    #[command(hide = true)]
+    Man,
 }
 
 /// A failure with the exit code it maps to. The message is printed as
@@ -101,7 +230,9 @@ impl Failure {
 impl From<RepoError> for Failure {
     fn from(e: RepoError) -> Failure {
         let code = match e {
-            RepoError::NotARepository { .. } | RepoError::UnknownRevision(_) => exit::NOT_FOUND,
+            RepoError::NotARepository { .. }
+            | RepoError::UnknownRevision(_)
+            | RepoError::AmbiguousRevision(_) => exit::NOT_FOUND,
             _ => exit::FAILURE,
         };
         Failure::new(code, e.to_string())
@@ -120,6 +251,18 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl From<crate::repo::RefError> for Failure {
+    fn from(e: crate::repo::RefError) -> Failure {
+        use crate::repo::RefError as E;
+        let code = match e {
+            E::NotFound(_) => exit::NOT_FOUND,
+            E::InvalidName(_) => exit::USAGE,
+            E::Exists(_) | E::Io(_) => exit::FAILURE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -133,95 +276,56 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Init { repo } => {
-            Repo::init(&repo)?;
-            println!("Initialized empty zarrfs repository in {}", repo.display());
-            Ok(())
-        }
+        Command::Init { repo } => repo_cmds::init(repo),
         Command::Mount(args) => mount::mount(args),
         Command::Umount(args) => mount::umount(args),
+        Command::Status { mount, json } => mountctl::status(mount, json),
+        Command::Commit { message, mount } => mountctl::commit(mount, &message),
+        Command::Checkout { target, mount } => mountctl::checkout(mount, target.as_deref()),
+        Command::Discard { mount } => mountctl::discard(mount),
         Command::Log {
-            repo,
+            target,
             branch,
             max_count,
             json,
-        } => log(repo, &branch, max_count, json),
-        Command::Fsck { repo, json } => fsck(repo, json),
-    }
-}
-
-fn log(repo: PathBuf, revision: &str, max_count: Option<usize>, json: bool) -> Result<(), Failure> {
-    let repo = Repo::open(&repo)?;
-    let tip = repo.resolve(revision)?;
-    let mut out = std::io::stdout().lock();
-    let mut records = Vec::new();
-    for entry in repo.log(tip).take(max_count.unwrap_or(usize::MAX)) {
-        let (id, commit) = entry?;
-        if json {
-            records.push(serde_json::json!({
-                "id": id.to_hex(),
-                "parents": commit.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                "author": commit.author,
-                "date": commit.date,
-                "message": commit.message,
-                "changes": commit.change_count,
-            }));
-        } else {
-            let _ = write!(out, "{}", format_log_entry(&id.to_hex(), &commit));
+        } => repo_cmds::log(target, branch, max_count, json),
+        Command::Diff {
+            from,
+            to,
+            target,
+            json,
+        } => repo_cmds::diff(target, &from, to.as_deref(), json),
+        Command::Branch {
+            name,
+            at,
+            delete,
+            target,
+            json,
+        } => repo_cmds::branch(target, name, at, delete, json),
+        Command::Tag {
+            name,
+            at,
+            target,
+            json,
+        } => repo_cmds::tag(target, name, at, json),
+        Command::Sessions { target, all, json } => repo_cmds::sessions(target, all, json),
+        Command::Fsck { repo, json } => repo_cmds::fsck(repo, json),
+        Command::Completions { shell } => {
+            docs::completions(shell);
+            Ok(())
         }
+        Command::Man => docs::man(),
     }
-    if json {
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&records).unwrap());
-    }
-    Ok(())
 }
 
 /// One commit as `log` prints it, in the seed's shape.
 pub fn format_log_entry(id: &str, commit: &crate::repo::Commit) -> String {
-    format!(
-        "Commit ID {id}\nAuthor    {}\nDate      {}\n\n    {}\n\n",
-        commit.author,
-        commit.date,
-        commit.message.trim_end().replace('\n', "\n    ")
-    )
+    format_log_fields(id, &commit.author, &commit.date, &commit.message)
 }
 
-fn fsck(repo: PathBuf, json: bool) -> Result<(), Failure> {
-    let repo = Repo::open(&repo)?;
-    let report = crate::repo::fsck::fsck(&repo)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "clean": report.is_clean(),
-                "commits": report.commits,
-                "objects": report.objects,
-                "problems": report.problems,
-            })
-        );
-    } else {
-        for problem in &report.problems {
-            println!("{problem}");
-        }
-        if report.is_clean() {
-            println!(
-                "{}: clean ({} commits, {} objects checked)",
-                repo.path().display(),
-                report.commits,
-                report.objects
-            );
-        }
-    }
-    if report.is_clean() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            exit::DAMAGED,
-            format!(
-                "{} problem(s) found in {}",
-                report.problems.len(),
-                repo.path().display()
-            ),
-        ))
-    }
+pub fn format_log_fields(id: &str, author: &str, date: &str, message: &str) -> String {
+    format!(
+        "Commit ID {id}\nAuthor    {author}\nDate      {date}\n\n    {}\n\n",
+        message.trim_end().replace('\n', "\n    ")
+    )
 }

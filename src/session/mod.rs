@@ -68,15 +68,29 @@ impl SessionOptions {
     }
 }
 
-/// `user@host`, the author when nothing better is known.
+/// The author of commits when none is given: git's `user.name` and
+/// `user.email` when they are set, as git users expect, else `user@host`.
 pub fn default_author() -> String {
+    let git = |key: &str| {
+        std::process::Command::new("git")
+            .args(["config", "--get", key])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "user".into());
     let host = fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
-    format!("{user} <{user}@{host}>")
+    let name = git("user.name").unwrap_or_else(|| user.clone());
+    let email = git("user.email").unwrap_or_else(|| format!("{user}@{host}"));
+    format!("{name} <{email}>")
 }
 
 /// An error of a session operation, carrying the errno a filesystem

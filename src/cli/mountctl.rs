@@ -1,0 +1,164 @@
+//! Commands on a mount, as a thin client over its `.zarrfs/` control
+//! files: each does what `cat` and `echo` on those files would, and turns
+//! the errno of a refused write into an exit code and the whole error.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Failure, exit};
+
+/// The control directory at a mount's root.
+pub const CONTROL_DIR: &str = ".zarrfs";
+
+/// The mount to act on: `explicit`, or the one containing the current
+/// directory, found by walking up as git finds its repository.
+pub fn find_mount(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(dir) = explicit {
+        if is_mount_root(&dir) {
+            return Ok(dir);
+        }
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            format!(
+                "{} is not a zarrfs mount (it has no {CONTROL_DIR}/ control directory); mount one with `zarrfs mount REPO {}`",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    let cwd = std::env::current_dir()?;
+    for dir in cwd.ancestors() {
+        if is_mount_root(dir) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    Err(Failure::new(
+        exit::NOT_FOUND,
+        format!(
+            "{} is not inside a zarrfs mount; cd into one, or name it with --mount DIR",
+            cwd.display()
+        ),
+    ))
+}
+
+fn is_mount_root(dir: &Path) -> bool {
+    dir.join(CONTROL_DIR).join("session").is_file()
+}
+
+/// Read a control file.
+pub fn read_control(mount: &Path, name: &str) -> Result<String, Failure> {
+    let path = mount.join(CONTROL_DIR).join(name);
+    fs::read_to_string(&path).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Write a line to a control file, as `echo LINE > FILE` does. On a
+/// refused write, the file's content (the whole error) is the message.
+fn write_control(mount: &Path, name: &str, line: &str) -> Result<(), Failure> {
+    let path = mount.join(CONTROL_DIR).join(name);
+    let result = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let detail = fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty() && name == "commit")
+                .unwrap_or_else(|| e.to_string());
+            Err(Failure::new(exit_code_for(&e), detail))
+        }
+    }
+}
+
+fn exit_code_for(e: &io::Error) -> u8 {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) => exit::CONFLICT,
+        Some(libc::EINVAL) => exit::INVALID_METADATA,
+        Some(libc::ENODATA) => exit::NOTHING_TO_COMMIT,
+        Some(libc::ENOENT) => exit::NOT_FOUND,
+        _ => exit::FAILURE,
+    }
+}
+
+pub fn status(mount: Option<PathBuf>, json: bool) -> Result<(), Failure> {
+    let mount = find_mount(mount)?;
+    let text = read_control(&mount, if json { "status.json" } else { "status" })?;
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+pub fn commit(mount: Option<PathBuf>, message: &str) -> Result<(), Failure> {
+    let mount = find_mount(mount)?;
+    // The JSON form carries messages of several lines in one write.
+    let request = serde_json::json!({ "message": message }).to_string();
+    write_control(&mount, "commit", &request)?;
+    println!("{}", read_control(&mount, "commit")?.trim());
+    Ok(())
+}
+
+pub fn checkout(mount: Option<PathBuf>, target: Option<&str>) -> Result<(), Failure> {
+    let mount = find_mount(mount)?;
+    write_control(&mount, "checkout", target.unwrap_or("")).map_err(|mut f| {
+        if f.code == exit::CONFLICT {
+            f.code = exit::BUSY;
+            f.message = format!(
+                "cannot check out {}: the session has uncommitted changes; commit or discard them first",
+                target.unwrap_or("the branch tip")
+            );
+        }
+        f
+    })?;
+    println!("{}", read_control(&mount, "checkout")?.trim());
+    Ok(())
+}
+
+pub fn discard(mount: Option<PathBuf>) -> Result<(), Failure> {
+    let mount = find_mount(mount)?;
+    write_control(&mount, "discard", "discard")?;
+    println!(
+        "Discarded the session's changes; new session {}",
+        read_control(&mount, "session")?.trim()
+    );
+    Ok(())
+}
+
+/// The repository a mount serves, from its `status.json`.
+pub fn repo_of_mount(mount: &Path) -> Result<PathBuf, Failure> {
+    let status: serde_json::Value = serde_json::from_str(&read_control(mount, "status.json")?)
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
+            )
+        })?;
+    status["repo"].as_str().map(PathBuf::from).ok_or_else(|| {
+        Failure::new(
+            exit::FAILURE,
+            format!("{}/.zarrfs/status.json names no repo", mount.display()),
+        )
+    })
+}
+
+/// A field of the mount's `status.json` (such as `base` or `branch`).
+pub fn status_field(mount: &Path, field: &str) -> Result<Option<String>, Failure> {
+    let status: serde_json::Value = serde_json::from_str(&read_control(mount, "status.json")?)
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
+            )
+        })?;
+    Ok(status[field].as_str().map(str::to_owned))
+}

@@ -1,0 +1,184 @@
+//! The `zarrfs` binary as a user runs it, on repositories (no mount):
+//! success and failure paths, exit codes, messages, `--json`, and the man
+//! page generated from the clap definitions.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn zarrfs(args: &[&str]) -> Output {
+    zarrfs_in(Path::new("/"), args)
+}
+
+fn zarrfs_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zarrfs"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not killed")
+}
+
+#[test]
+fn init_log_fsck_and_their_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+
+    let out = zarrfs(&["init", repo_arg]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("Initialized empty zarrfs repository"));
+
+    let out = zarrfs(&["init", repo_arg]);
+    assert_eq!(code(&out), 5);
+    assert!(
+        stderr(&out).contains("exists and is not empty"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = zarrfs(&["log", "--repo", repo_arg]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("Repository created"));
+    let out = zarrfs(&["log", "--repo", repo_arg, "--json"]);
+    let log: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(log[0]["message"], "Repository created");
+    assert_eq!(log[0]["id"].as_str().unwrap().len(), 64);
+
+    let out = zarrfs(&["log", "--repo", repo_arg, "--branch", "nope"]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("unknown revision 'nope'"));
+
+    let elsewhere = dir.path().to_str().unwrap();
+    let out = zarrfs(&["fsck", elsewhere]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("is not a zarrfs repository"));
+    assert!(!stderr(&out).contains("panicked"));
+
+    let out = zarrfs(&["fsck", repo_arg, "--json"]);
+    assert_eq!(code(&out), 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["clean"], true);
+
+    // Damage: the first commit's record goes missing.
+    let first = log[0]["id"].as_str().unwrap();
+    std::fs::remove_file(repo.join("commits").join(&first[..2]).join(&first[2..])).unwrap();
+    let out = zarrfs(&["fsck", repo_arg]);
+    assert_eq!(code(&out), 4);
+    assert!(stdout(&out).contains(&format!("names commit {first}, which is missing")));
+}
+
+#[test]
+fn branches_tags_diff_and_sessions_on_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+    assert_eq!(code(&zarrfs(&["init", repo_arg])), 0);
+
+    let out = zarrfs(&["branch", "--repo", repo_arg, "dev"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = zarrfs(&["branch", "--repo", repo_arg, "dev"]);
+    assert_eq!(code(&out), 5);
+    assert!(stderr(&out).contains("branch 'dev' already exists"));
+    let out = zarrfs(&["branch", "--repo", repo_arg, "bad/name"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("not a valid branch or tag name"));
+
+    let out = zarrfs(&["branch", "--repo", repo_arg, "--json"]);
+    let branches: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = branches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dev", "main"]);
+
+    assert_eq!(
+        code(&zarrfs(&["tag", "--repo", repo_arg, "v1", "--at", "dev"])),
+        0
+    );
+    let out = zarrfs(&["tag", "--repo", repo_arg, "v1"]);
+    assert!(stderr(&out).contains("tags never move"));
+    let out = zarrfs(&["tag", "--repo", repo_arg]);
+    assert!(stdout(&out).starts_with("v1\t"));
+
+    let out = zarrfs(&["branch", "--repo", repo_arg, "--delete", "dev"]);
+    assert_eq!(code(&out), 0);
+    let out = zarrfs(&["branch", "--repo", repo_arg, "--delete", "dev"]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("no branch named 'dev'"));
+
+    let out = zarrfs(&["diff", "--repo", repo_arg, "v1", "main", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap(),
+        serde_json::json!([])
+    );
+
+    let out = zarrfs(&["sessions", "--repo", repo_arg]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("No sessions with uncommitted changes"));
+}
+
+#[test]
+fn mount_commands_outside_a_mount_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["status"][..],
+        &["commit", "-m", "x"],
+        &["checkout"],
+        &["discard"],
+        &["log"],
+    ] {
+        let out = zarrfs_in(dir.path(), args);
+        assert_eq!(code(&out), 3, "{args:?}");
+        assert!(
+            stderr(&out).contains("is not inside a zarrfs mount"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = zarrfs(&["status", "--mount", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("is not a zarrfs mount"));
+}
+
+#[test]
+fn usage_errors_help_and_completions() {
+    let out = zarrfs(&["frobnicate"]);
+    assert_eq!(code(&out), 2);
+    let out = zarrfs(&["--help"]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("Exit status:"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = zarrfs(&["completions", shell]);
+        assert_eq!(code(&out), 0);
+        assert!(
+            stdout(&out).contains("checkout"),
+            "{shell} completion covers the commands"
+        );
+    }
+}
+
+#[test]
+fn the_man_page_is_generated_from_the_current_definitions() {
+    let out = zarrfs(&["man"]);
+    assert_eq!(code(&out), 0);
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/zarrfs.1"))
+        .unwrap_or_default();
+    assert!(
+        committed == stdout(&out),
+        "man/zarrfs.1 is out of date: regenerate it with `cargo run -- man > man/zarrfs.1`"
+    );
+}
