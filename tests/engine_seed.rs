@@ -260,3 +260,26 @@ fn directories_removed_and_replaced_are_changes_and_conflict_with_changes_below(
     let err = b.commit("new chunk").unwrap_err();
     assert!(err.to_string().contains("['arr/c/2']"), "{err}");
 }
+
+#[test]
+fn renaming_a_directory_moves_its_subtree_and_checkout_never_drops_changes() {
+    let (_dir, repo) = repo();
+    let mut a = user(&repo, "a");
+    a.write_file("arr/c/0", b"0").unwrap();
+    a.write_file("arr/zarr.json", b"{}").unwrap();
+    a.commit("array").unwrap();
+    a.write_file("arr/c/1", b"1").unwrap();
+    a.rename("arr", "moved").unwrap();
+    assert!(a.stat("arr").unwrap().is_none());
+    assert_eq!(a.read_file("moved/c/0").unwrap(), b"0");
+    assert_eq!(a.read_file("moved/c/1").unwrap(), b"1");
+    let mut paths: Vec<String> = a.status().unwrap().into_iter().map(|e| e.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["arr", "moved/c/0", "moved/c/1", "moved/zarr.json"]);
+
+    // The branch has not moved, so the checkout target is the base: still
+    // refused, and nothing is lost.
+    let err = a.checkout("").unwrap_err();
+    assert_eq!(err.errno(), libc::EBUSY);
+    assert_eq!(a.read_file("moved/c/1").unwrap(), b"1");
+}

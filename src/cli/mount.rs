@@ -1,8 +1,30 @@
 //! `zarrfs mount` and `zarrfs umount`.
+//!
+//! `zarrfs mount` starts a daemon (itself with `--foreground`, in a new
+//! session, its output in `REPO/logs/`) and returns once the mount
+//! answers, or reports why the daemon failed. `zarrfs umount` unmounts
+//! and waits for the daemon to make the session's journal durable and
+//! exit; the session's uncommitted changes stay, to be resumed by the
+//! next mount at the same place.
 
-use std::path::PathBuf;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::Failure;
+use super::{Failure, exit};
+use crate::fs::daemon;
+use crate::fs::{Fs, FsOptions};
+use crate::repo::{DEFAULT_BRANCH, Repo};
+use crate::session::{Session, SessionError, SessionOptions, default_author};
+
+/// How long `zarrfs mount` waits for the daemon to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `zarrfs umount` waits for the daemon to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -10,21 +32,312 @@ pub struct MountArgs {
     pub repo: PathBuf,
     /// An existing directory to mount it on
     pub mountpoint: PathBuf,
+    /// The branch a new session starts on (default: main)
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// The author of commits made through this mount, as "Name <email>"
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Refuse every change (commit, file writes); checkout still works
+    #[arg(long)]
+    pub read_only: bool,
+    /// Serve the mount from this process instead of a daemon
+    #[arg(long)]
+    pub foreground: bool,
+    /// Resume this session (by id) instead of the one last mounted here
+    #[arg(long, conflicts_with = "new_session")]
+    pub session: Option<String>,
+    /// Start a new session even if one with changes was last mounted here
+    #[arg(long)]
+    pub new_session: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     /// The mountpoint
     pub mountpoint: PathBuf,
+    /// Detach now even if files are open there (umount -l)
+    #[arg(long, short = 'l')]
+    pub lazy: bool,
 }
 
-pub fn mount(_args: MountArgs) -> Result<(), Failure> {
-    Err(Failure::new(super::exit::FAILURE, "mount is not built yet"))
+fn failure(message: impl Into<String>) -> Failure {
+    Failure::new(exit::FAILURE, message)
 }
 
-pub fn umount(_args: UmountArgs) -> Result<(), Failure> {
-    Err(Failure::new(
-        super::exit::FAILURE,
-        "umount is not built yet",
-    ))
+/// An absolute path without resolving its last component (a dead mount
+/// cannot be resolved).
+fn absolute(path: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(fs::canonicalize(parent)
+            .unwrap_or_else(|_| parent.to_path_buf())
+            .join(name)),
+        _ => Ok(abs),
+    }
+}
+
+/// The session id a mount serves, if `mountpoint` is a live zarrfs mount.
+fn mounted_session(mountpoint: &Path) -> io::Result<String> {
+    let id = fs::read_to_string(mountpoint.join(crate::fs::CONTROL_DIR).join("session"))?;
+    Ok(id.trim().to_owned())
+}
+
+/// Refuse a mountpoint that is not a directory or is a mount already.
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Failure> {
+    let abs = absolute(mountpoint)?;
+    match fs::metadata(&abs) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(failure(format!("{}: not a directory", abs.display())));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(failure(format!(
+                "{} is a mount whose daemon is gone; run `zarrfs umount {0}` (or `umount -l {0}`) first",
+                abs.display()
+            )));
+        }
+        Err(e) => {
+            return Err(failure(format!("{}: {e}", abs.display())));
+        }
+    }
+    if let Ok(id) = mounted_session(&abs) {
+        return Err(failure(format!(
+            "{} is already a zarrfs mount (session {id}); unmount it first with `zarrfs umount {0}`",
+            abs.display()
+        )));
+    }
+    Ok(fs::canonicalize(&abs)?)
+}
+
+pub fn mount(args: MountArgs) -> Result<(), Failure> {
+    let repo = Repo::open(&args.repo)?;
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    if args.foreground {
+        serve(args, Arc::new(repo), mountpoint)
+    } else {
+        launch(&args, &repo, &mountpoint)
+    }
+}
+
+/// Start the daemon and wait until the mount answers.
+fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failure> {
+    let logs = repo.path().join("logs");
+    fs::create_dir_all(&logs)?;
+    let tag = blake3::hash(mountpoint.as_os_str().as_encoded_bytes()).to_hex();
+    let log_path = logs.join(format!("mount-{}.log", &tag[..16]));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let log_start = log.metadata()?.len();
+
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("mount")
+        .arg(repo.path())
+        .arg(mountpoint)
+        .arg("--foreground");
+    if let Some(branch) = &args.branch {
+        command.arg("--branch").arg(branch);
+    }
+    if let Some(author) = &args.author {
+        command.arg("--author").arg(author);
+    }
+    if args.read_only {
+        command.arg("--read-only");
+    }
+    if let Some(session) = &args.session {
+        command.arg("--session").arg(session);
+    }
+    if args.new_session {
+        command.arg("--new-session");
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from
+    // the terminal and the caller's process group.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let tail = log_tail(&log_path, log_start);
+            // The daemon's own exit code says what kind of failure it was.
+            let code = status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|c| *c != exit::SUCCESS)
+                .unwrap_or(exit::FAILURE);
+            return Err(Failure::new(
+                code,
+                format!(
+                    "the mount daemon exited ({status}) before the mount was ready{}",
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(":\n{tail}")
+                    }
+                ),
+            ));
+        }
+        if let Ok(id) = mounted_session(mountpoint) {
+            println!(
+                "Mounted {} at {} (session {id}, daemon pid {}, log {})",
+                repo.path().display(),
+                mountpoint.display(),
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(failure(format!(
+                "the mount daemon (pid {}) did not answer within {}s; see {}",
+                child.id(),
+                READY_TIMEOUT.as_secs(),
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the daemon wrote since `start`, as the daemon's error (its lines
+/// start with `zarrfs: `, which the caller's message adds again).
+fn log_tail(path: &Path, start: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = fs::File::open(path)
+        && file.seek(SeekFrom::Start(start)).is_ok()
+    {
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(20);
+    lines[from..]
+        .iter()
+        .map(|l| l.strip_prefix("zarrfs: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn session_failure(e: SessionError) -> Failure {
+    let code = match e {
+        SessionError::NotFound(_) => exit::NOT_FOUND,
+        _ => exit::FAILURE,
+    };
+    Failure::new(code, e.to_string())
+}
+
+/// Pick the session: the named one, the one with changes last mounted
+/// here, or a new one.
+fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<Session, Failure> {
+    let at = Some(mountpoint.to_owned());
+    if let Some(id) = &args.session {
+        return Session::resume(repo, id, at).map_err(session_failure);
+    }
+    if !args.new_session
+        && let Some(id) = Session::find_resumable(&repo, mountpoint)?
+    {
+        let session = Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
+        match &args.branch {
+            Some(branch) if session.branch() != Some(branch.as_str()) => {
+                eprintln!(
+                    "zarrfs: not resuming session {id} here: it is on {}, not on branch {branch}",
+                    session.branch().unwrap_or("no branch")
+                );
+            }
+            _ => {
+                eprintln!("zarrfs: resuming session {id}");
+                return Ok(session);
+            }
+        }
+    }
+    let mut options = SessionOptions::new(args.branch.as_deref().unwrap_or(DEFAULT_BRANCH));
+    options.author = args.author.clone().unwrap_or_else(default_author);
+    options.mountpoint = at;
+    Session::start(repo, options).map_err(session_failure)
+}
+
+/// The daemon: serve the mount from this process until it is unmounted.
+fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Failure> {
+    let at = mountpoint.display().to_string();
+    let session = open_session(&args, repo.clone(), &at)?;
+    let id = session.id().to_owned();
+    let mut options = FsOptions::new(&at);
+    options.read_only = args.read_only;
+    let fs = Fs::new(session, options);
+    let fsname = format!("zarrfs:{}", repo.path().display());
+    let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {
+        eprintln!(
+            "zarrfs: pid {} serving session {id} of {} at {at}",
+            std::process::id(),
+            repo.path().display()
+        );
+    })
+    .map_err(|e| failure(format!("cannot mount {at}: {e}")))?;
+    let session = fs.into_session();
+    let id = session.id().to_owned();
+    match session.close() {
+        Ok(true) => eprintln!("zarrfs: unmounted {at}; session {id} had no changes"),
+        Ok(false) => eprintln!("zarrfs: unmounted {at}; session {id} keeps its changes"),
+        Err(e) => return Err(failure(format!("closing session {id}: {e}"))),
+    }
+    Ok(())
+}
+
+/// The pid of the daemon serving a mount, from `.zarrfs/status.json`.
+fn daemon_pid(mountpoint: &Path) -> Option<i32> {
+    let text =
+        fs::read_to_string(mountpoint.join(crate::fs::CONTROL_DIR).join("status.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("pid")?.as_i64().map(|p| p as i32)
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn exited(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+pub fn umount(args: UmountArgs) -> Result<(), Failure> {
+    let mountpoint = absolute(&args.mountpoint)?;
+    let pid = daemon_pid(&mountpoint);
+    if let Err(e) = daemon::unmount(&mountpoint, args.lazy) {
+        return Err(failure(match e.raw_os_error() {
+            Some(libc::EBUSY) => format!(
+                "{} is busy: a process has a file or directory open there (or works in it); close it, or detach now with `zarrfs umount --lazy {0}`",
+                mountpoint.display()
+            ),
+            Some(libc::EINVAL) => format!("{} is not a mount point", mountpoint.display()),
+            _ => format!("cannot unmount {}: {e}", mountpoint.display()),
+        }));
+    }
+    // A lazy unmount leaves the daemon serving open files: do not wait.
+    if let Some(pid) = pid.filter(|_| !args.lazy) {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while !exited(pid) {
+            if Instant::now() > deadline {
+                return Err(failure(format!(
+                    "unmounted {}, but its daemon (pid {pid}) has not exited after {}s",
+                    mountpoint.display(),
+                    EXIT_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@
 //! later mount resumes it.
 
 mod changes;
+mod fs_support;
 pub mod journal;
 mod view;
 
@@ -352,7 +353,8 @@ impl Session {
 
     /// Start a new session at a branch's tip (or, for an empty target,
     /// the current branch's tip), a tag or a commit. Refused while the
-    /// session has changes, unless the target is the session's base.
+    /// session has changes, whatever the target: nothing is ever dropped
+    /// without `discard`.
     pub fn checkout(&mut self, target: &str) -> Result<CommitId> {
         let target = target.trim();
         let (branch, commit) = if target.is_empty() {
@@ -371,7 +373,7 @@ impl Session {
         } else {
             (None, self.repo.resolve(target)?)
         };
-        if commit != self.info.base && !self.status()?.is_empty() {
+        if !self.status()?.is_empty() {
             return Err(SessionError::Busy(format!(
                 "cannot check out {target}: the session has uncommitted changes; commit or discard them first",
                 target = if target.is_empty() {

@@ -434,7 +434,12 @@ impl Session {
         let mut out = Vec::new();
         let mut stack = vec![String::new()];
         while let Some(rel) = stack.pop() {
-            for (name, attr) in self.list(&join(dir, &rel))? {
+            let at = if rel.is_empty() {
+                dir.to_owned()
+            } else {
+                join(dir, &rel)
+            };
+            for (name, attr) in self.list(&at)? {
                 let child = join(&rel, &name);
                 if attr.kind == NodeKind::Dir {
                     out.push((child.clone(), Found::Dir));

@@ -1,0 +1,342 @@
+//! The control directory `.zarrfs/` and the read-only history trees under
+//! it: what each mount path names, and the text of each control file.
+//!
+//! ```text
+//! .zarrfs/status        .zarrfs/status.json   .zarrfs/session
+//! .zarrfs/commit        .zarrfs/checkout      .zarrfs/discard
+//! .zarrfs/log           .zarrfs/log.json
+//! .zarrfs/branches/NAME/...   .zarrfs/tags/NAME/...   .zarrfs/commits/ID/...
+//! ```
+
+use std::io;
+
+use crate::repo::{CommitId, Repo};
+use crate::session::{Result as SessionResult, Session, StatusKind};
+
+/// The control directory's name at the mount root.
+pub const CONTROL_DIR: &str = ".zarrfs";
+
+/// How many commits `.zarrfs/commits/` lists (any commit can be looked up).
+pub const COMMITS_LISTED: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlFile {
+    Status,
+    StatusJson,
+    Commit,
+    Checkout,
+    Discard,
+    Log,
+    LogJson,
+    Session,
+}
+
+impl ControlFile {
+    pub const ALL: [ControlFile; 8] = [
+        ControlFile::Status,
+        ControlFile::StatusJson,
+        ControlFile::Commit,
+        ControlFile::Checkout,
+        ControlFile::Discard,
+        ControlFile::Log,
+        ControlFile::LogJson,
+        ControlFile::Session,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlFile::Status => "status",
+            ControlFile::StatusJson => "status.json",
+            ControlFile::Commit => "commit",
+            ControlFile::Checkout => "checkout",
+            ControlFile::Discard => "discard",
+            ControlFile::Log => "log",
+            ControlFile::LogJson => "log.json",
+            ControlFile::Session => "session",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ControlFile> {
+        ControlFile::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether writing it does something.
+    pub fn writable(self) -> bool {
+        matches!(
+            self,
+            ControlFile::Commit | ControlFile::Checkout | ControlFile::Discard
+        )
+    }
+
+    pub fn mode(self) -> u32 {
+        match self {
+            ControlFile::Commit | ControlFile::Checkout => 0o644,
+            ControlFile::Discard => 0o200,
+            _ => 0o444,
+        }
+    }
+}
+
+/// The three kinds of history trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefKind {
+    Branches,
+    Tags,
+    Commits,
+}
+
+impl RefKind {
+    pub const ALL: [RefKind; 3] = [RefKind::Branches, RefKind::Tags, RefKind::Commits];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RefKind::Branches => "branches",
+            RefKind::Tags => "tags",
+            RefKind::Commits => "commits",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<RefKind> {
+        RefKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// What a mount path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node<'a> {
+    /// A path of the session's view ("" is the mount root).
+    View(&'a str),
+    /// `.zarrfs`
+    ControlDir,
+    /// `.zarrfs/<file>`
+    Control(ControlFile),
+    /// `.zarrfs/branches`, `.zarrfs/tags`, `.zarrfs/commits`
+    Refs(RefKind),
+    /// `.zarrfs/<kind>/<name>/<path>`: `path` in the tree of a branch tip,
+    /// a tag or a commit ("" for its root).
+    History {
+        kind: RefKind,
+        name: &'a str,
+        path: &'a str,
+    },
+}
+
+/// Classify a mount path; `None` for a name under `.zarrfs/` that does
+/// not exist.
+pub fn classify(path: &str) -> Option<Node<'_>> {
+    let Some(rest) = path.strip_prefix(CONTROL_DIR) else {
+        return Some(Node::View(path));
+    };
+    if rest.is_empty() {
+        return Some(Node::ControlDir);
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Some(Node::View(path)); // e.g. ".zarrfsx"
+    };
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest, None),
+    };
+    if let Some(kind) = RefKind::from_name(first) {
+        return Some(match tail {
+            None => Node::Refs(kind),
+            Some(tail) => {
+                let (name, path) = tail.split_once('/').unwrap_or((tail, ""));
+                Node::History { kind, name, path }
+            }
+        });
+    }
+    match tail {
+        None => ControlFile::from_name(first).map(Node::Control),
+        Some(_) => None,
+    }
+}
+
+/// The mount path of `name` in the directory `dir`.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The parent of a mount path ("" for top-level names).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// The commit a history tree shows, if its name resolves.
+pub fn history_commit(repo: &Repo, kind: RefKind, name: &str) -> io::Result<Option<CommitId>> {
+    Ok(match kind {
+        RefKind::Branches => repo.branch_tip(name)?.map(|t| t.commit),
+        RefKind::Tags => repo.refs().tag(name)?,
+        RefKind::Commits => {
+            if name.len() < 4 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                None
+            } else {
+                repo.resolve(name).ok()
+            }
+        }
+    })
+}
+
+/// `.zarrfs/status`, in the seed's shape.
+pub fn status_text(session: &mut Session) -> SessionResult<String> {
+    let changes = session.status()?;
+    let info = session.info().clone();
+    let mut out = format!(
+        "Using repo {}\nSession {} started at {}\n",
+        session.repo().path().display(),
+        info.id,
+        info.started_at
+    );
+    match &info.branch {
+        Some(branch) => out.push_str(&format!("On branch {branch}\n")),
+        None => out.push_str(&format!("At commit {} (no branch)\n", info.base)),
+    }
+    out.push('\n');
+    if changes.is_empty() {
+        out.push_str("No changes in current session\n");
+    } else {
+        out.push_str("paths modified in session\n\n");
+        for change in &changes {
+            let letter = match change.kind {
+                StatusKind::Added => 'A',
+                StatusKind::Modified => 'M',
+                StatusKind::Deleted => 'D',
+            };
+            let marker = if change.metadata { "[M]" } else { "[C]" };
+            let slash = if change.is_dir { "/" } else { "" };
+            out.push_str(&format!("  {letter} {marker} {}{slash}\n", change.path));
+        }
+    }
+    Ok(out)
+}
+
+/// `.zarrfs/status.json`.
+pub fn status_json(
+    session: &mut Session,
+    mountpoint: &str,
+    read_only: bool,
+) -> SessionResult<String> {
+    let changes = session.status()?;
+    let info = session.info().clone();
+    let value = serde_json::json!({
+        "repo": session.repo().path().display().to_string(),
+        "session": info.id,
+        "started_at": info.started_at,
+        "branch": info.branch,
+        "base": info.base.to_hex(),
+        "author": info.author,
+        "mountpoint": mountpoint,
+        "read_only": read_only,
+        "pid": std::process::id(),
+        "changes": changes,
+    });
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&value).unwrap()
+    ))
+}
+
+/// Where the log starts: the branch tip, or the base when detached.
+pub fn log_start(session: &Session) -> io::Result<CommitId> {
+    if let Some(branch) = session.branch()
+        && let Some(tip) = session.repo().branch_tip(branch)?
+    {
+        return Ok(tip.commit);
+    }
+    Ok(session.base())
+}
+
+/// `.zarrfs/log`, newest first, as `zarrfs log` prints it.
+pub fn log_text(repo: &Repo, start: CommitId) -> io::Result<String> {
+    let mut out = String::new();
+    for entry in repo.log(start) {
+        let (id, commit) = entry?;
+        out.push_str(&crate::cli::format_log_entry(&id.to_hex(), &commit));
+    }
+    Ok(out)
+}
+
+/// `.zarrfs/log.json`.
+pub fn log_json(repo: &Repo, start: CommitId) -> io::Result<String> {
+    let mut records = Vec::new();
+    for entry in repo.log(start) {
+        let (id, commit) = entry?;
+        records.push(serde_json::json!({
+            "id": id.to_hex(),
+            "parents": commit.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+            "author": commit.author,
+            "date": commit.date,
+            "message": commit.message,
+            "changes": commit.change_count,
+        }));
+    }
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&records).unwrap()
+    ))
+}
+
+/// The message of a write to `.zarrfs/commit`: a JSON object's
+/// `"message"`, or the text itself without its trailing newline.
+pub fn commit_message(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    let trimmed = text.trim();
+    if trimmed.starts_with('{')
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed)
+        && let Some(serde_json::Value::String(message)) = map.get("message")
+    {
+        return message.clone();
+    }
+    text.trim_end_matches(['\n', '\r']).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_classify() {
+        assert_eq!(classify(""), Some(Node::View("")));
+        assert_eq!(classify("a/b"), Some(Node::View("a/b")));
+        assert_eq!(classify(".zarrfsx"), Some(Node::View(".zarrfsx")));
+        assert_eq!(classify(".zarrfs"), Some(Node::ControlDir));
+        assert_eq!(
+            classify(".zarrfs/commit"),
+            Some(Node::Control(ControlFile::Commit))
+        );
+        assert_eq!(classify(".zarrfs/nope"), None);
+        assert_eq!(classify(".zarrfs/commit/x"), None);
+        assert_eq!(classify(".zarrfs/tags"), Some(Node::Refs(RefKind::Tags)));
+        assert_eq!(
+            classify(".zarrfs/branches/main"),
+            Some(Node::History {
+                kind: RefKind::Branches,
+                name: "main",
+                path: ""
+            })
+        );
+        assert_eq!(
+            classify(".zarrfs/commits/abcd/x/y"),
+            Some(Node::History {
+                kind: RefKind::Commits,
+                name: "abcd",
+                path: "x/y"
+            })
+        );
+    }
+
+    #[test]
+    fn commit_messages_are_text_or_json() {
+        assert_eq!(commit_message(b"hello\n"), "hello");
+        assert_eq!(commit_message(b"two\nlines\n"), "two\nlines");
+        assert_eq!(
+            commit_message(br#"{"message": "from a tool"}"#),
+            "from a tool"
+        );
+        assert_eq!(commit_message(b"{not json}\n"), "{not json}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Serving a mount: mount with fuser, flush the journal in the
+//! background, unmount on SIGTERM/SIGINT/SIGHUP, and close the session
+//! when the kernel lets go.
+
+use std::io;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fuser::{MountOption, Notifier};
+
+use super::core::Fs;
+use super::fuse::FuseFs;
+
+/// How often the journal is made durable when it has unflushed changes.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Kernel request threads.
+pub const THREADS: usize = 4;
+
+/// Mount `fs` at `mountpoint` and serve it until it is unmounted.
+/// `mounted` runs once the kernel has accepted the mount. Returns the
+/// filesystem for the caller to close its session.
+pub fn serve(
+    fs: Fs,
+    mountpoint: &Path,
+    fsname: &str,
+    notifier_slot: Option<Arc<OnceLock<Notifier>>>,
+    mounted: impl FnOnce(),
+) -> io::Result<Fs> {
+    let fs = Arc::new(fs);
+    let signals = block_signals();
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(fsname.to_owned()),
+        MountOption::Subtype("zarrfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
+    if let Some(slot) = notifier_slot {
+        let _ = slot.set(session.notifier());
+    }
+    mounted();
+
+    // The flusher.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let flusher = {
+        let fs = fs.clone();
+        std::thread::Builder::new()
+            .name("zarrfs-flush".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(FLUSH_INTERVAL)
+                {
+                    if let Err(e) = fs.flush_journal() {
+                        eprintln!("zarrfs: flushing the session journal failed: errno {}", e.0);
+                    }
+                }
+            })?
+    };
+
+    // Signals unmount (lazily, so that open files do not keep the daemon).
+    if signals {
+        let target = mountpoint.to_owned();
+        std::thread::Builder::new()
+            .name("zarrfs-signals".into())
+            .spawn(move || {
+                if let Some(signal) = wait_signal() {
+                    eprintln!("zarrfs: signal {signal}: unmounting {}", target.display());
+                    let _ = unmount(&target, true);
+                }
+            })?;
+    }
+
+    let result = session.run();
+    let _ = stop_tx.send(());
+    let _ = flusher.join();
+    if let Err(e) = fs.sync_journal() {
+        eprintln!("zarrfs: flushing the session journal failed: errno {}", e.0);
+    }
+    result?;
+    // The fuser threads are gone; the flusher is joined.
+    Arc::try_unwrap(fs).map_err(|_| io::Error::other("the filesystem is still in use"))
+}
+
+const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block the termination signals in this thread and the threads it
+/// starts, so that one thread can wait for them.
+fn block_signals() -> bool {
+    let set = signal_set();
+    // SAFETY: pthread_sigmask with a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0 }
+}
+
+fn wait_signal() -> Option<libc::c_int> {
+    let set = signal_set();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: sigwait on a valid set, writing to a local.
+    (unsafe { libc::sigwait(&set, &mut signal) } == 0).then_some(signal)
+}
+
+/// umount2(2): detach lazily if `lazy`, else fail with EBUSY while files
+/// are open there.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(path.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
