@@ -792,15 +792,10 @@ impl Fs {
                         },
                     ));
                 }
-                if p.is_empty() {
-                    children.insert(
-                        0,
-                        (
-                            control::CONTROL_DIR.to_owned(),
-                            Meta::dir(0o755, self.started),
-                        ),
-                    );
-                }
+                // `.zarrfs` is reachable by name but not listed, as ZFS
+                // hides `.zfs`: `cp -r`, `rsync`, `tar` and `du` would
+                // otherwise walk into every commit's tree, and Zarr
+                // clients would see a node that is not theirs.
             }
             Node::ControlDir => {
                 for file in ControlFile::ALL {
