@@ -5,6 +5,7 @@
 
 mod docs;
 pub mod mount;
+mod mount_helper;
 mod mountctl;
 mod repo_cmds;
 
@@ -264,14 +265,29 @@ impl From<crate::repo::RefError> for Failure {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cli = if mount_helper::is_mount_helper(&argv0) {
+        match mount_helper::translate(&args[1..]) {
+            Ok(Some(command)) => Cli::parse_from(command),
+            Ok(None) => return ExitCode::from(exit::SUCCESS),
+            Err(failure) => return report(failure),
+        }
+    } else {
+        Cli::parse()
+    };
     match run(cli) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
-        Err(failure) => {
-            let _ = writeln!(std::io::stderr(), "zarrfs: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
+        Err(failure) => report(failure),
     }
+}
+
+fn report(failure: Failure) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "zarrfs: {}", failure.message);
+    ExitCode::from(failure.code)
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {

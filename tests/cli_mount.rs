@@ -1,0 +1,310 @@
+//! The `zarrfs` commands that act on a mount, run as a user runs them
+//! (inside the mount, or with --mount), and the mount(8) helper that makes
+//! `mount -t fuse.zarrfs` and fstab lines work.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zarrfs");
+
+/// A mount made with `zarrfs mount`, unmounted when dropped (also when a
+/// test fails), lazily if need be.
+struct Mounted {
+    path: PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.path) {
+            let ok = Command::new(BIN)
+                .arg("umount")
+                .arg(&self.path)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            }
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(path.to_str().unwrap()))
+}
+
+fn mount(repo: &Path, at: &Path, extra: &[&str]) -> Mounted {
+    std::fs::create_dir_all(at).unwrap();
+    let out = Command::new(BIN)
+        .arg("mount")
+        .arg(repo)
+        .arg(at)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Mounted {
+        path: at.to_path_buf(),
+    }
+}
+
+fn zarrfs(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn everyday_commands_inside_a_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let a = mount(
+        &repo,
+        &dir.path().join("a"),
+        &["--author", "Ada <ada@example.org>"],
+    );
+    let b = mount(&repo, &dir.path().join("b"), &[]);
+    std::fs::create_dir_all(a.path.join("meta")).unwrap();
+    let inside = a.path.join("meta");
+
+    // status from a subdirectory finds the mount, like git; an empty
+    // directory is a change of its own.
+    let out = zarrfs(&inside, &["status"]);
+    assert!(
+        text(&out.stdout).contains("  A [C] meta/\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::write(
+        a.path.join("meta/root.group.json"),
+        br#"{"attributes": {}}"#,
+    )
+    .unwrap();
+    let out = zarrfs(&inside, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["changes"].as_array().unwrap().len(),
+        1,
+        "meta is no longer empty"
+    );
+    assert_eq!(
+        status["changes"].as_array().unwrap().len(),
+        1,
+        "meta is no longer empty"
+    );
+    assert_eq!(status["changes"][0]["path"], "meta/root.group.json");
+    assert_eq!(status["changes"][0]["metadata"], true);
+
+    // commit: prints the id; nothing left: exit 6.
+    let out = zarrfs(&inside, &["commit", "-m", "root group\n\nwith a body"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    assert_eq!(id.len(), 64);
+    let out = zarrfs(&inside, &["commit", "-m", "again"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to commit"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // log through the mount; the message keeps its body.
+    let out = zarrfs(&a.path, &["log", "-n", "1", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log[0]["id"], id.as_str());
+    assert_eq!(log[0]["author"], "Ada <ada@example.org>");
+    assert_eq!(log[0]["message"], "root group\n\nwith a body");
+
+    // B conflicts with A: exit 1 and Arraylake's message; checkout refused
+    // with exit 8 while B has changes; discard, checkout, and B is current.
+    std::fs::write(b.path.join("x"), b"b").unwrap();
+    std::fs::create_dir_all(b.path.join("meta")).unwrap();
+    std::fs::write(
+        b.path.join("meta/root.group.json"),
+        br#"{"attributes": {"b": 1}}"#,
+    )
+    .unwrap();
+    let out = zarrfs(&b.path, &["commit", "-m", "B"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("->main, including ['meta/root.group.json']"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = zarrfs(&b.path, &["checkout"]);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("uncommitted changes"));
+    assert!(
+        b.path.join("x").exists(),
+        "a refused checkout loses nothing"
+    );
+    assert_eq!(zarrfs(&b.path, &["discard"]).status.code(), Some(0));
+    let out = zarrfs(&b.path, &["checkout"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), id);
+    assert!(b.path.join("meta/root.group.json").exists());
+
+    // Invalid metadata: exit 7, naming the file.
+    std::fs::write(b.path.join("meta/root.group.json"), b"[1, 2]").unwrap();
+    let out = zarrfs(&b.path, &["commit", "-m", "bad"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        text(&out.stderr).contains("meta/root.group.json"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Branches and tags through the mount, at the session's base; diff.
+    assert_eq!(zarrfs(&a.path, &["branch", "dev"]).status.code(), Some(0));
+    assert_eq!(zarrfs(&a.path, &["tag", "v1"]).status.code(), Some(0));
+    let out = zarrfs(&a.path, &["branch", "--json"]);
+    let branches: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(branches[0]["name"], "dev");
+    assert_eq!(branches[0]["commit"], id.as_str());
+    let out = zarrfs(&a.path, &["diff", "v1~", "v1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an unknown revision is not found"
+    );
+    let first = log_ids(&a.path).pop().unwrap();
+    let out = zarrfs(&a.path, &["diff", &first]);
+    assert_eq!(text(&out.stdout), "A [M] meta/root.group.json\n");
+
+    // B's session has uncommitted changes: `sessions` lists it.
+    let out = zarrfs(&a.path, &["sessions", "--json"]);
+    let sessions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["mountpoint"] == b.path.to_str().unwrap())
+    );
+}
+
+fn log_ids(mount: &Path) -> Vec<String> {
+    let out = zarrfs(mount, &["log", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The mount helper lives in /sbin for the length of a test.
+struct HelperLink;
+
+const HELPER: &str = "/sbin/mount.fuse.zarrfs";
+
+impl HelperLink {
+    fn install() -> HelperLink {
+        let _ = std::fs::remove_file(HELPER);
+        std::os::unix::fs::symlink(BIN, HELPER).unwrap();
+        HelperLink
+    }
+}
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(HELPER);
+    }
+}
+
+#[test]
+fn mount_t_fuse_zarrfs_and_an_fstab_line() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: installing a mount helper in /sbin needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let at = dir.path().join("mp");
+    std::fs::create_dir(&at).unwrap();
+    let _helper = HelperLink::install();
+
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "fuse.zarrfs",
+            "-o",
+            "branch=main,author=Ada <ada@example.org>",
+        ])
+        .arg(&repo)
+        .arg(&at)
+        .status()
+        .unwrap();
+    let mounted = Mounted { path: at.clone() };
+    assert!(status.success());
+    std::fs::write(at.join("f"), b"1").unwrap();
+    let out = zarrfs(&at, &["commit", "-m", "through mount(8)"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(log_author(&at), "Ada <ada@example.org>");
+    assert!(Command::new("umount").arg(&at).status().unwrap().success());
+    drop(mounted);
+
+    // An fstab line (from a file of our own, not /etc/fstab), read-only.
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.zarrfs noauto,ro,x-systemd.automount 0 0\n",
+            repo.display(),
+            at.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new("mount")
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&at)
+        .status()
+        .unwrap();
+    let _mounted = Mounted { path: at.clone() };
+    assert!(status.success());
+    assert_eq!(std::fs::read(at.join("f")).unwrap(), b"1");
+    let refused = std::fs::write(at.join("g"), b"2").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+
+    let out = Command::new("mount")
+        .args(["-t", "fuse.zarrfs", "-o", "colour=blue"])
+        .arg(&repo)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown zarrfs mount option 'colour=blue'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn log_author(mount: &Path) -> String {
+    let out = zarrfs(mount, &["log", "-n", "1", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    log[0]["author"].as_str().unwrap().to_owned()
+}
