@@ -172,13 +172,41 @@ fn usage_errors_help_and_completions() {
 }
 
 #[test]
-fn the_man_page_is_generated_from_the_current_definitions() {
-    let out = zarrfs(&["man"]);
-    assert_eq!(code(&out), 0);
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/zarrfs.1"))
-        .unwrap_or_default();
+fn the_man_pages_are_generated_from_the_current_definitions_and_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = zarrfs(&["man", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut generated: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    generated.sort();
     assert!(
-        committed == stdout(&out),
-        "man/zarrfs.1 is out of date: regenerate it with `cargo run -- man > man/zarrfs.1`"
+        generated.contains(&"zarrfs-mount.1".to_owned()),
+        "{generated:?}"
     );
+    for page in &generated {
+        let fresh = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        let kept = std::fs::read_to_string(committed.join(page)).unwrap_or_default();
+        assert!(
+            fresh == kept,
+            "man/{page} is out of date: regenerate the pages with `cargo run -- man man`"
+        );
+    }
+    // Every page renders, if man is installed.
+    if Command::new("man").arg("--version").output().is_ok() {
+        for page in generated.iter().map(String::as_str).chain(["zarrfs.5"]) {
+            let out = Command::new("man")
+                .args(["-l", committed.join(page).to_str().unwrap()])
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{page} does not render");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("NAME"),
+                "{page}"
+            );
+        }
+    }
 }

@@ -206,9 +206,12 @@ pub enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print the zarrfs(1) man page, generated from these definitions
+    /// Write the man pages, zarrfs(1) and zarrfs-COMMAND(1), generated from these definitions
     #[command(hide = true)]
-    Man,
+    Man {
+        /// The directory to write them to
+        dir: PathBuf,
+    },
 }
 
 /// A failure with the exit code it maps to. The message is printed as
@@ -330,7 +333,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             docs::completions(shell);
             Ok(())
         }
-        Command::Man => docs::man(),
+        Command::Man { dir } => docs::man(&dir),
     }
 }
 
