@@ -1,12 +1,12 @@
 //! POSIX operations through a real mount, and the errors of what the
-//! mount does not support (see src/fs/SEMANTICS.md).
+//! mount does not support (see zarrfs(5), man/zarrfs.5).
 
 mod mount_util;
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use mount_util::Scratch;
@@ -231,6 +231,7 @@ fn history_trees_and_branches() {
     assert!(m.read(".zarrfs/status").contains("On branch dev"));
     assert_eq!(m.read("g/f"), "1\n");
     m.ok("echo 3 > g/f && echo three > .zarrfs/commit");
+    let c3 = m.read(".zarrfs/commit").trim().to_owned();
     assert_eq!(m.read(".zarrfs/branches/main/g/f"), "2\n");
     assert_eq!(m.read(".zarrfs/branches/dev/g/f"), "3\n");
 
@@ -245,6 +246,95 @@ fn history_trees_and_branches() {
         m.fails("echo nosuch > .zarrfs/checkout")
             .contains("No such file")
     );
+
+    // rmdir deletes a branch, but not the one the mount is on; its
+    // commits stay. Tags cannot be removed.
+    assert!(
+        m.fails("rmdir .zarrfs/branches/main")
+            .contains("Device or resource busy")
+    );
+    assert!(
+        m.fails("rmdir .zarrfs/tags/v1")
+            .contains("Operation not permitted")
+    );
+    m.ok("rmdir .zarrfs/branches/dev");
+    assert_eq!(m.ok("ls .zarrfs/branches"), "main\n");
+    assert!(!m.path.join(".zarrfs/branches/dev").exists());
+    assert_eq!(m.read(&format!(".zarrfs/commits/{c3}/g/f")), "3\n");
+    assert!(
+        m.fails("rmdir .zarrfs/branches/dev")
+            .contains("No such file")
+    );
+    assert!(
+        m.fails("echo dev > .zarrfs/checkout")
+            .contains("No such file")
+    );
+}
+
+/// Ask the kernel to drop its dentry and inode caches, so that it
+/// forgets the mount's inodes (root only; `false` when not allowed).
+fn drop_caches() -> bool {
+    fs::write("/proc/sys/vm/drop_caches", "2").is_ok()
+}
+
+#[test]
+fn inode_numbers_last_while_the_kernel_holds_them() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    let p = |rel: &str| m.path.join(rel);
+    fs::create_dir(p("d")).unwrap();
+    for i in 0..2000 {
+        fs::write(p(&format!("d/c{i}")), i.to_string()).unwrap();
+    }
+    let held = fs::File::open(p("d/c7")).unwrap();
+    let ino = held.metadata().unwrap().ino();
+    assert_eq!(fs::symlink_metadata(p("d/c7")).unwrap().ino(), ino);
+    let listed: Vec<(String, u64)> = fs::read_dir(p("d"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().into_string().unwrap(), e.ino())
+        })
+        .collect();
+    assert_eq!(listed.len(), 2000);
+    for (name, d_ino) in listed.iter().take(50) {
+        assert_eq!(
+            fs::symlink_metadata(p(&format!("d/{name}"))).unwrap().ino(),
+            *d_ino,
+            "readdir and lstat agree"
+        );
+    }
+    let before = fs::symlink_metadata(p("d/c8")).unwrap().ino();
+    if !drop_caches() {
+        eprintln!("cannot drop the kernel's caches here: skipping the rest");
+        return;
+    }
+    // The kernel's forgets reach the daemon asynchronously.
+    let mut renumbered = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if fs::symlink_metadata(p("d/c8")).unwrap().ino() != before {
+            renumbered = true;
+            break;
+        }
+        drop_caches();
+    }
+    assert!(renumbered, "a forgotten file is numbered afresh");
+    assert_eq!(
+        fs::symlink_metadata(p("d/c7")).unwrap().ino(),
+        ino,
+        "an open file keeps its number"
+    );
+    assert_eq!(held.metadata().unwrap().ino(), ino);
+    drop(held);
+    for i in (0..2000).step_by(97) {
+        assert_eq!(
+            fs::read_to_string(p(&format!("d/c{i}"))).unwrap(),
+            i.to_string()
+        );
+    }
+    fs::remove_dir_all(p("d")).unwrap();
+    assert!(!p("d").exists());
 }
 
 #[test]

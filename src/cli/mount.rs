@@ -2,18 +2,22 @@
 //!
 //! `zarrfs mount` starts a daemon (itself with `--foreground`, in a new
 //! session, its output in `REPO/logs/`) and returns once the mount
-//! answers, or reports why the daemon failed. `zarrfs umount` unmounts
+//! answers, or reports why the daemon failed. The daemon logs through
+//! `tracing`, filtered by `RUST_LOG` (default: `zarrfs=info,warn`): to
+//! standard error in the foreground, to its log file otherwise. `zarrfs umount` unmounts
 //! and waits for the daemon to make the session's journal durable and
 //! exit; the session's uncommitted changes stay, to be resumed by the
 //! next mount at the same place.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tracing_subscriber::EnvFilter;
 
 use super::{Failure, exit};
 use crate::fs::daemon;
@@ -50,6 +54,10 @@ pub struct MountArgs {
     /// Start a new session even if one with changes was last mounted here
     #[arg(long)]
     pub new_session: bool,
+    /// Append the daemon's log to this file instead of standard error
+    /// (`zarrfs mount` passes its log file to the daemon it starts)
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,7 +145,9 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
         .arg("mount")
         .arg(repo.path())
         .arg(mountpoint)
-        .arg("--foreground");
+        .arg("--foreground")
+        .arg("--log-file")
+        .arg(&log_path);
     if let Some(branch) = &args.branch {
         command.arg("--branch").arg(branch);
     }
@@ -211,8 +221,10 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     }
 }
 
-/// What the daemon wrote since `start`, as the daemon's error (its lines
-/// start with `zarrfs: `, which the caller's message adds again).
+/// What the daemon wrote since `start`, as the daemon's error: the
+/// failure its `main` reported (lines starting with `zarrfs: `, which the
+/// caller's message adds again), or else the last lines of its log (a
+/// panic, say).
 fn log_tail(path: &Path, start: u64) -> String {
     let mut text = String::new();
     if let Ok(mut file) = fs::File::open(path)
@@ -220,13 +232,39 @@ fn log_tail(path: &Path, start: u64) -> String {
     {
         let _ = file.read_to_string(&mut text);
     }
+    let failure: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("zarrfs: "))
+        .collect();
+    if !failure.is_empty() {
+        return failure.join("\n");
+    }
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(20);
-    lines[from..]
-        .iter()
-        .map(|l| l.strip_prefix("zarrfs: ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines[from..].join("\n")
+}
+
+/// The daemon's log: `tracing` events filtered by `RUST_LOG` (default:
+/// info for zarrfs, warnings for the crates it uses), to `file` if given,
+/// else to standard error. Once per process; later calls do nothing.
+fn init_logging(file: Option<&Path>) -> io::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("zarrfs=info,warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _already_set = match file {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .try_init()
+        }
+        None => builder
+            .with_ansi(io::stderr().is_terminal())
+            .with_writer(io::stderr)
+            .try_init(),
+    };
+    Ok(())
 }
 
 fn session_failure(e: SessionError) -> Failure {
@@ -250,13 +288,14 @@ fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<S
         let session = Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
         match &args.branch {
             Some(branch) if session.branch() != Some(branch.as_str()) => {
-                eprintln!(
-                    "zarrfs: not resuming session {id} here: it is on {}, not on branch {branch}",
+                tracing::warn!(
+                    session = %id,
+                    "not resuming the session last mounted here: it is on {}, not on branch {branch}",
                     session.branch().unwrap_or("no branch")
                 );
             }
             _ => {
-                eprintln!("zarrfs: resuming session {id}");
+                log_session("session resumed", &session);
                 return Ok(session);
             }
         }
@@ -264,32 +303,55 @@ fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<S
     let mut options = SessionOptions::new(args.branch.as_deref().unwrap_or(DEFAULT_BRANCH));
     options.author = args.author.clone().unwrap_or_else(default_author);
     options.mountpoint = at;
-    Session::start(repo, options).map_err(session_failure)
+    let session = Session::start(repo, options).map_err(session_failure)?;
+    log_session("session started", &session);
+    Ok(session)
+}
+
+fn log_session(what: &str, session: &Session) {
+    tracing::info!(
+        session = %session.id(),
+        branch = session.branch().unwrap_or("(none)"),
+        base = %session.base(),
+        "{what}"
+    );
 }
 
 /// The daemon: serve the mount from this process until it is unmounted.
 fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Failure> {
+    let log = match &args.log_file {
+        Some(path) => Some(absolute(path)?),
+        None => None,
+    };
+    init_logging(log.as_deref())?;
     let at = mountpoint.display().to_string();
     let session = open_session(&args, repo.clone(), &at)?;
     let id = session.id().to_owned();
     let mut options = FsOptions::new(&at);
     options.read_only = args.read_only;
+    options.log = log.map(|p| p.display().to_string());
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {
-        eprintln!(
-            "zarrfs: pid {} serving session {id} of {} at {at}",
-            std::process::id(),
-            repo.path().display()
+        tracing::info!(
+            pid = std::process::id(),
+            session = %id,
+            repo = %repo.path().display(),
+            read_only = args.read_only,
+            "mounted {at}"
         );
     })
     .map_err(|e| failure(format!("cannot mount {at}: {e}")))?;
     let session = fs.into_session();
     let id = session.id().to_owned();
     match session.close() {
-        Ok(true) => eprintln!("zarrfs: unmounted {at}; session {id} had no changes"),
-        Ok(false) => eprintln!("zarrfs: unmounted {at}; session {id} keeps its changes"),
-        Err(e) => return Err(failure(format!("closing session {id}: {e}"))),
+        Ok(true) => tracing::info!(session = %id, "unmounted {at}; the session had no changes"),
+        Ok(false) => tracing::info!(session = %id, "unmounted {at}; the session keeps its changes"),
+        Err(e) => {
+            return Err(failure(format!(
+                "unmounted {at}; closing session {id}: {e}"
+            )));
+        }
     }
     Ok(())
 }

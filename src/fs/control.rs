@@ -1,5 +1,6 @@
 //! The control directory `.zarrfs/` and the read-only history trees under
-//! it: what each mount path names, and the text of each control file.
+//! it: what each mount path names, the text of each control file, and
+//! the actions (commit, checkout, discard) that writing one performs.
 //!
 //! ```text
 //! .zarrfs/status        .zarrfs/status.json   .zarrfs/session
@@ -9,9 +10,11 @@
 //! ```
 
 use std::io;
+use std::time::Instant;
 
-use crate::repo::{CommitId, Repo};
-use crate::session::{Result as SessionResult, Session, StatusKind};
+use super::core::{Fs, FsOptions, FsResult, err, lock};
+use crate::repo::{CommitError, CommitId, Repo};
+use crate::session::{Result as SessionResult, Session, SessionError, StatusKind};
 
 /// The control directory's name at the mount root.
 pub const CONTROL_DIR: &str = ".zarrfs";
@@ -93,6 +96,15 @@ impl RefKind {
             RefKind::Branches => "branches",
             RefKind::Tags => "tags",
             RefKind::Commits => "commits",
+        }
+    }
+
+    /// What one of them is called: "branch", "tag", "commit".
+    pub fn singular(self) -> &'static str {
+        match self {
+            RefKind::Branches => "branch",
+            RefKind::Tags => "tag",
+            RefKind::Commits => "commit",
         }
     }
 
@@ -215,11 +227,7 @@ pub fn status_text(session: &mut Session) -> SessionResult<String> {
 }
 
 /// `.zarrfs/status.json`.
-pub fn status_json(
-    session: &mut Session,
-    mountpoint: &str,
-    read_only: bool,
-) -> SessionResult<String> {
+pub fn status_json(session: &mut Session, options: &FsOptions) -> SessionResult<String> {
     let changes = session.status()?;
     let info = session.info().clone();
     let value = serde_json::json!({
@@ -229,9 +237,10 @@ pub fn status_json(
         "branch": info.branch,
         "base": info.base.to_hex(),
         "author": info.author,
-        "mountpoint": mountpoint,
-        "read_only": read_only,
+        "mountpoint": options.mountpoint,
+        "read_only": options.read_only,
         "pid": std::process::id(),
+        "log": options.log,
         "changes": changes,
     });
     Ok(format!(
@@ -294,8 +303,184 @@ pub fn commit_message(data: &[u8]) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
+impl Fs {
+    /// What reading a control file gives now.
+    pub(super) fn control_content(&self, file: ControlFile) -> FsResult<Vec<u8>> {
+        let text = match file {
+            ControlFile::Status => status_text(&mut self.session_write())?,
+            ControlFile::StatusJson => status_json(&mut self.session_write(), &self.options)?,
+            ControlFile::Commit => lock(&self.last_commit).clone(),
+            ControlFile::Checkout => format!("{}\n", self.session_read().base()),
+            ControlFile::Discard => String::new(),
+            ControlFile::Log => {
+                let start = log_start(&self.session_read())?;
+                log_text(&self.repo, start)?
+            }
+            ControlFile::LogJson => {
+                let start = log_start(&self.session_read())?;
+                log_json(&self.repo, start)?
+            }
+            ControlFile::Session => format!("{}\n", self.session_read().id()),
+        };
+        Ok(text.into_bytes())
+    }
+
+    /// The action of a write to a control file; its outcome is the
+    /// write's.
+    pub(super) fn control_write(&self, file: ControlFile, data: &[u8]) -> FsResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            file = file.name(),
+            text = %String::from_utf8_lossy(data).trim_end(),
+            "control file written"
+        );
+        match file {
+            ControlFile::Commit => self.commit(data),
+            ControlFile::Checkout => self.checkout(data),
+            ControlFile::Discard => self.discard(),
+            _ => err(libc::EBADF),
+        }
+    }
+
+    /// `.zarrfs/commit`: commit the session and start a new one.
+    fn commit(&self, data: &[u8]) -> FsResult<()> {
+        if self.options.read_only {
+            tracing::info!("commit refused: the mount is read-only");
+            return err(libc::EROFS);
+        }
+        let message = commit_message(data);
+        let started = Instant::now();
+        let mut epoch = self.epoch_write();
+        let mut session = self.session_write();
+        let (base, old_session) = (session.base(), session.id().to_owned());
+        let result = session.commit(&message);
+        *epoch = session.generation();
+        let new_session = session.id().to_owned();
+        drop(session);
+        drop(epoch);
+        match result {
+            Ok(id) => {
+                *lock(&self.last_commit) = format!("{id}\n");
+                let (changes, rebased_over) = self.commit_stats(id, base);
+                tracing::info!(
+                    commit = %id,
+                    changes,
+                    rebased_over,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    session = %old_session,
+                    "committed"
+                );
+                tracing::info!(session = %new_session, base = %id, "session started");
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&self.last_commit) = format!("{e}\n");
+                log_refusal("commit", &old_session, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// How many paths a commit changed, and over how many commits it was
+    /// rebased (those between the session's base and its parent).
+    fn commit_stats(&self, id: CommitId, base: CommitId) -> (u64, u64) {
+        let Ok(commit) = self.repo.commit_record(id) else {
+            return (0, 0);
+        };
+        let base_height = self.repo.commit_record(base).map_or(0, |c| c.height);
+        (
+            commit.change_count,
+            commit.height.saturating_sub(base_height + 1),
+        )
+    }
+
+    /// `.zarrfs/checkout`: start a new session at a branch, a tag or a
+    /// commit.
+    fn checkout(&self, data: &[u8]) -> FsResult<()> {
+        let target = String::from_utf8_lossy(data).trim().to_owned();
+        let mut epoch = self.epoch_write();
+        let mut session = self.session_write();
+        // Session::checkout lets a checkout of the session's own base
+        // through with changes, and starts a new session, which
+        // would drop them: refuse any checkout while there are
+        // changes, as the contract says.
+        if !session.status()?.is_empty() {
+            tracing::warn!(
+                target = ?target,
+                session = %session.id(),
+                "checkout refused: the session has uncommitted changes"
+            );
+            return err(libc::EBUSY);
+        }
+        let old_session = session.id().to_owned();
+        let result = session.checkout(&target);
+        *epoch = session.generation();
+        match result {
+            Ok(commit) => {
+                tracing::info!(
+                    target = ?target,
+                    commit = %commit,
+                    branch = session.branch().unwrap_or("(none)"),
+                    session = %session.id(),
+                    "checked out; session started"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                log_refusal(&format!("checkout {target:?}"), &old_session, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `.zarrfs/discard`: drop the session's changes.
+    fn discard(&self) -> FsResult<()> {
+        let mut epoch = self.epoch_write();
+        let mut session = self.session_write();
+        let old_session = session.id().to_owned();
+        let result = session.discard();
+        *epoch = session.generation();
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    discarded = %old_session,
+                    session = %session.id(),
+                    base = %session.base(),
+                    "discarded the session's changes; session started"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                log_refusal("discard", &old_session, &e);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Log an action that was refused: conflicts and invalid metadata as
+/// warnings, other refusals (nothing to commit, changes in the way, an
+/// unknown name) at info. Failures (I/O, a damaged repository) are
+/// logged as errors where they become an errno, by `FsError::from`.
+fn log_refusal(action: &str, session: &str, e: &SessionError) {
+    match e {
+        SessionError::Io(_) | SessionError::Repo(_) => {}
+        SessionError::Commit(CommitError::Io(_) | CommitError::Contention(_)) => {}
+        SessionError::Commit(
+            CommitError::Conflict { .. } | CommitError::InvalidMetadata { .. },
+        ) => {
+            tracing::warn!(session, "{action} refused: {e}");
+        }
+        _ => tracing::info!(session, "{action} refused: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::core::FsError;
+    use super::super::testing::*;
     use super::*;
 
     #[test]
@@ -338,5 +523,52 @@ mod tests {
             "from a tool"
         );
         assert_eq!(commit_message(b"{not json}\n"), "{not json}");
+    }
+
+    #[test]
+    fn control_files_commit_and_report() {
+        let (_dir, fs) = fs();
+        assert_eq!(
+            control(&fs, "commit", "nothing\n"),
+            Err(FsError(libc::ENODATA))
+        );
+        assert!(
+            String::from_utf8(read_file(&fs, ".zarrfs/commit").unwrap())
+                .unwrap()
+                .contains("nothing to commit")
+        );
+        write_file(&fs, "", "zarr.json", b"{broken");
+        assert_eq!(control(&fs, "commit", "bad\n"), Err(FsError(libc::EINVAL)));
+        let status = String::from_utf8(read_file(&fs, ".zarrfs/status").unwrap()).unwrap();
+        assert!(status.contains("  A [M] zarr.json"), "{status}");
+        write_file(&fs, "", "zarr.json", br#"{"zarr_format": 3}"#);
+        let session = read_file(&fs, ".zarrfs/session").unwrap();
+        control(&fs, "commit", r#"{"message": "from a tool"}"#).unwrap();
+        assert_ne!(read_file(&fs, ".zarrfs/session").unwrap(), session);
+        let log = String::from_utf8(read_file(&fs, ".zarrfs/log").unwrap()).unwrap();
+        assert!(log.contains("    from a tool"), "{log}");
+        let id = String::from_utf8(read_file(&fs, ".zarrfs/commit").unwrap()).unwrap();
+        assert_eq!(
+            read_file(&fs, &format!(".zarrfs/commits/{}/zarr.json", id.trim())).unwrap(),
+            br#"{"zarr_format": 3}"#
+        );
+        assert_eq!(
+            fs.open(ino(&fs, ".zarrfs/status").unwrap(), libc::O_WRONLY),
+            Err(FsError(libc::EACCES))
+        );
+        // A zero-byte write does nothing.
+        control(&fs, "discard", "").unwrap();
+        // Checkout is refused with changes.
+        write_file(&fs, "", "x", b"x");
+        assert_eq!(control(&fs, "checkout", "\n"), Err(FsError(libc::EBUSY)));
+        control(&fs, "discard", "\n").unwrap();
+        control(&fs, "checkout", "\n").unwrap();
+        fs.mkdir(ino(&fs, ".zarrfs/branches").unwrap(), name("dev"))
+            .unwrap();
+        assert_eq!(names(&fs, ".zarrfs/branches"), [".", "..", "dev", "main"]);
+        assert_eq!(
+            fs.mkdir(ino(&fs, ".zarrfs/branches/dev").unwrap(), name("x")),
+            Err(FsError(libc::EROFS))
+        );
     }
 }

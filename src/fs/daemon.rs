@@ -58,7 +58,10 @@ pub fn serve(
                     stop_rx.recv_timeout(FLUSH_INTERVAL)
                 {
                     if let Err(e) = fs.flush_journal() {
-                        eprintln!("zarrfs: flushing the session journal failed: errno {}", e.0);
+                        tracing::error!(
+                            "flushing the session journal failed: {}",
+                            io::Error::from_raw_os_error(e.0)
+                        );
                     }
                 }
             })?
@@ -71,8 +74,10 @@ pub fn serve(
             .name("zarrfs-signals".into())
             .spawn(move || {
                 if let Some(signal) = wait_signal() {
-                    eprintln!("zarrfs: signal {signal}: unmounting {}", target.display());
-                    let _ = unmount(&target, true);
+                    tracing::info!(signal, "signal received: unmounting {}", target.display());
+                    if let Err(e) = unmount(&target, true) {
+                        tracing::error!("unmounting {}: {e}", target.display());
+                    }
                 }
             })?;
     }
@@ -81,7 +86,10 @@ pub fn serve(
     let _ = stop_tx.send(());
     let _ = flusher.join();
     if let Err(e) = fs.sync_journal() {
-        eprintln!("zarrfs: flushing the session journal failed: errno {}", e.0);
+        tracing::error!(
+            "flushing the session journal failed: {}",
+            io::Error::from_raw_os_error(e.0)
+        );
     }
     result?;
     // The fuser threads are gone; the flusher is joined.

@@ -5,6 +5,11 @@
 //! commit, checkout or discard shows at once. Files are opened without
 //! `FOPEN_KEEP_CACHE`, so that each open drops cached pages; control files
 //! are `direct_io`, so that each read asks the daemon.
+//!
+//! Every reply that hands the kernel an entry (lookup, create, mknod,
+//! mkdir, link, readdirplus) is counted in the inode table, and `forget`
+//! (fuser turns a batch forget into one `forget` per inode) gives the
+//! count back: see `super::inodes`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -18,7 +23,8 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::core::{Fs, FsError, Opened};
+use super::core::{Fs, FsError};
+use super::handles::Opened;
 
 const TTL: Duration = Duration::ZERO;
 const GENERATION: Generation = Generation(0);
@@ -70,6 +76,10 @@ impl Filesystem for FuseFs {
             Ok(attr) => reply.entry(&TTL, &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -339,6 +349,12 @@ impl Filesystem for FuseFs {
                         GENERATION,
                     ) {
                         break;
+                    }
+                    // The kernel counts a lookup for each entry it is
+                    // handed, except "." and "..": so do we, before the
+                    // reply can lead to a forget.
+                    if entry.name != "." && entry.name != ".." {
+                        self.fs.entry_sent(entry.attr.ino.0);
                     }
                 }
                 reply.ok();

@@ -4,21 +4,31 @@
 //! ```text
 //! daemon    mount with fuser, background journal flushes, signals
 //! fuse      fuser's Filesystem trait -> Fs calls (TTLs, reply types)
-//! core      Fs: the filesystem on inode numbers and handles, no kernel
-//! control   what each mount path names; the control files' text
-//! inodes    a stable inode number per mount path
+//! core      Fs: errors, attributes, and the calls on names (lookup,
+//!           getattr, setattr, mkdir, unlink, rmdir, rename, link, ...)
+//! handles   open files: open, create, read, write, release, fsync, and
+//!           write handles that follow the view across a commit
+//! listing   directory listings: opendir, readdir, history trees
+//! control   what each mount path names; the control files' text and the
+//!           actions their writes perform
+//! inodes    inode numbers per mount path, counted lookups and forget
 //! ```
 //!
 //! `Fs` can be driven directly, without a kernel mount, which is how most
 //! of its behaviour is tested; `tests/mount_*.rs` mount for real.
-//! `SEMANTICS.md` beside this file states, operation by operation, what
-//! the mount supports and which errno it answers otherwise.
+//! zarrfs(5) (`man/zarrfs.5`) states, operation by operation, what the
+//! mount supports and which errno it answers otherwise.
 
 pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod fuse;
+mod handles;
 pub mod inodes;
+mod listing;
+#[cfg(test)]
+mod testing;
 
-pub use self::core::{DirEntry, Fs, FsError, FsOptions, FsResult, Opened};
+pub use self::core::{DirEntry, Fs, FsError, FsOptions, FsResult};
 pub use control::CONTROL_DIR;
+pub use handles::Opened;

@@ -36,6 +36,18 @@ pub struct StatusEntry {
     pub metadata: bool,
 }
 
+/// How far a commit is, for a progress bar: the phase, and how many of
+/// its items are done (`total` is 0 when a phase has no count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CommitProgress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Reports progress only every so many items, to stay off the hot path.
+const PROGRESS_EVERY: u64 = 256;
+
 /// A change with what status needs to know and where its bytes are.
 struct PendingChange {
     path: String,
@@ -65,6 +77,14 @@ impl Session {
     }
 
     fn pending_changes(&mut self) -> Result<Vec<PendingChange>> {
+        self.pending_changes_reporting(&mut |_| {})
+    }
+
+    fn pending_changes_reporting(
+        &mut self,
+        progress: &mut dyn FnMut(CommitProgress),
+    ) -> Result<Vec<PendingChange>> {
+        let total = self.journal.len() as u64;
         let entries: Vec<(String, JournalEntry)> = self
             .journal
             .entries()
@@ -72,7 +92,14 @@ impl Session {
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         let mut out = Vec::new();
-        for (path, entry) in entries {
+        for (done, (path, entry)) in entries.into_iter().enumerate() {
+            if (done as u64).is_multiple_of(PROGRESS_EVERY) {
+                progress(CommitProgress {
+                    phase: "comparing",
+                    done: done as u64,
+                    total,
+                });
+            }
             let base = if self.base_hidden(&path, false) {
                 None
             } else {
@@ -169,6 +196,15 @@ impl Session {
     /// empty session at the new commit; on any error it is left exactly
     /// as it was.
     pub fn commit(&mut self, message: &str) -> Result<CommitId> {
+        self.commit_reporting(message, &mut |_| {})
+    }
+
+    /// [`Session::commit`], calling `progress` as it goes.
+    pub fn commit_reporting(
+        &mut self,
+        message: &str,
+        progress: &mut dyn FnMut(CommitProgress),
+    ) -> Result<CommitId> {
         let branch = self.info.branch.clone().ok_or_else(|| {
             CommitError::ReadOnly(format!(
                 "this session is at commit {} and on no branch; create a branch there (mkdir .zarrfs/branches/NAME), check it out, and commit",
@@ -176,7 +212,7 @@ impl Session {
             ))
         })?;
         self.journal.flush()?;
-        let pending = self.pending_changes()?;
+        let pending = self.pending_changes_reporting(progress)?;
         if pending.is_empty() {
             return Err(CommitError::NothingToCommit.into());
         }
@@ -195,7 +231,15 @@ impl Session {
             }
         }
         let mut written = Vec::new();
-        for change in &pending {
+        let total = pending.len() as u64;
+        for (done, change) in pending.iter().enumerate() {
+            if (done as u64).is_multiple_of(PROGRESS_EVERY) {
+                progress(CommitProgress {
+                    phase: "storing",
+                    done: done as u64,
+                    total,
+                });
+            }
             if let (Some(n), Change::File { id, .. }) = (change.staged, &change.change) {
                 let key = id.key_in("objects");
                 let staged = self.staged_path(n);
@@ -210,6 +254,11 @@ impl Session {
                 written.push(key);
             }
         }
+        progress(CommitProgress {
+            phase: "committing",
+            done: 0,
+            total: 0,
+        });
         let changes: Vec<(String, Change)> =
             pending.into_iter().map(|p| (p.path, p.change)).collect();
         let outcome = self.repo.commit(CommitRequest {

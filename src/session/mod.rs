@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::repo::{CommitId, ObjectId, Repo, RepoError};
 use journal::Journal;
 
-pub use changes::{StatusEntry, StatusKind};
+pub use changes::{CommitProgress, StatusEntry, StatusKind};
 pub use view::{Attr, NodeKind, ReadSource, StagedFile};
 
 /// What a session is, as recorded in `info.json`.

@@ -1,0 +1,409 @@
+//! Open files: the handle table and open, create, read, write, release
+//! and fsync.
+//!
+//! A handle is what `open`, `create` or `opendir` gave the kernel: a
+//! read-only file (of the view or of a history tree), a write handle on
+//! a staged file of the session, a control file, or a directory listing.
+//!
+//! A write handle outlives the view it was opened in: after a commit,
+//! checkout or discard replaced the view, its next write (or read,
+//! truncate, fsync) re-opens its path in the new view, copying it up
+//! there, so that no write ever reaches bytes that were committed. The
+//! epoch lock (see `super::core`) is held shared for the duration of each
+//! write, so that a commit never consumes a staged file mid-write.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
+
+use fuser::FileAttr;
+
+use super::control::{self, ControlFile, Node};
+use super::core::{DirEntry, Fs, FsError, FsResult, err, lock};
+use crate::repo::EntryKind;
+use crate::session::{SessionError, StagedFile};
+
+/// What an open handle is.
+#[derive(Debug)]
+pub(super) enum Handle {
+    /// A view file opened read-only, or a file of a history tree.
+    Read { ino: u64, file: File },
+    /// A view file opened for writing.
+    Write {
+        ino: u64,
+        append: bool,
+        state: Mutex<WriteState>,
+    },
+    /// A control file: reads come from `content`, taken at open and
+    /// again at each read from offset 0.
+    Control {
+        ino: u64,
+        file: ControlFile,
+        content: Mutex<Vec<u8>>,
+    },
+    /// A directory: its listing, taken at opendir and at rewinddir.
+    Dir {
+        ino: u64,
+        entries: Mutex<Vec<DirEntry>>,
+        fresh: AtomicBool,
+    },
+}
+
+impl Handle {
+    /// The inode it was opened on, which it holds in the inode table.
+    fn ino(&self) -> u64 {
+        match self {
+            Handle::Read { ino, .. }
+            | Handle::Write { ino, .. }
+            | Handle::Control { ino, .. }
+            | Handle::Dir { ino, .. } => *ino,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct WriteState {
+    staged: StagedFile,
+    /// The view generation the staged file belongs to.
+    generation: u64,
+}
+
+/// How a file was opened, as the kernel should treat it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Bypass the page cache (control files, whose content is made per
+    /// read).
+    pub direct_io: bool,
+}
+
+/// Read up to `size` bytes at `offset`, short only at end of file.
+fn read_full(file: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+impl Fs {
+    /// Add a handle to the table, holding its inode until release.
+    pub(super) fn insert_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inodes).open(handle.ino());
+        lock(&self.handles).insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError(libc::EBADF))
+    }
+
+    /// The metadata of the file an open handle reads or writes, for
+    /// `fstat` on a file that was unlinked while open.
+    pub(super) fn handle_file_metadata(&self, fh: u64) -> FsResult<Option<std::fs::Metadata>> {
+        let Ok(handle) = self.handle(fh) else {
+            return Ok(None);
+        };
+        Ok(match &*handle {
+            Handle::Read { file, .. } => Some(file.metadata()?),
+            Handle::Write { state, .. } => Some(lock(state).staged.file.metadata()?),
+            _ => None,
+        })
+    }
+
+    /// ftruncate: truncate through a write handle, in the view it writes
+    /// to now. `false` if `fh` is not a write handle.
+    pub(super) fn truncate_through_handle(&self, fh: u64, size: u64) -> FsResult<bool> {
+        let Ok(handle) = self.handle(fh) else {
+            return Ok(false);
+        };
+        if !matches!(&*handle, Handle::Write { .. }) {
+            return Ok(false);
+        }
+        let (_epoch, file) = self.current_write_file(&handle)?;
+        file.set_len(size)?;
+        Ok(true)
+    }
+
+    /// The staged file a write handle writes to now, re-opened in the
+    /// current view if the view was replaced since (copy-up there), with
+    /// the epoch held shared until the caller's write is done.
+    fn current_write_file(
+        &self,
+        handle: &Handle,
+    ) -> FsResult<(RwLockReadGuard<'_, u64>, Arc<File>)> {
+        let Handle::Write { ino, state, .. } = handle else {
+            return err(libc::EBADF);
+        };
+        let epoch = self.epoch_read();
+        let mut state = lock(state);
+        if state.generation != *epoch {
+            let path = self.path_of(*ino).map_err(|_| FsError(libc::ESTALE))?;
+            let Some(Node::View(p)) = control::classify(&path) else {
+                return err(libc::ESTALE);
+            };
+            let staged = self.session_write().open_write(p, false)?;
+            // The old staged file belonged to a session that is gone:
+            // nothing to release there.
+            state.staged = staged;
+            state.generation = *epoch;
+        }
+        let file = state.staged.file.clone();
+        Ok((epoch, file))
+    }
+
+    fn write_handle(&self, ino: u64, append: bool, staged: StagedFile, generation: u64) -> u64 {
+        self.insert_handle(Handle::Write {
+            ino,
+            append,
+            state: Mutex::new(WriteState { staged, generation }),
+        })
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        let path = self.path_of(ino)?;
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags & libc::O_TRUNC != 0;
+        match control::classify(&path) {
+            None => err(libc::ENOENT),
+            Some(Node::ControlDir | Node::Refs(_)) => err(libc::EISDIR),
+            Some(Node::Control(file)) => {
+                if writing && !file.writable() {
+                    return err(libc::EACCES);
+                }
+                let content = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                    Vec::new()
+                } else {
+                    self.control_content(file)?
+                };
+                let fh = self.insert_handle(Handle::Control {
+                    ino,
+                    file,
+                    content: Mutex::new(content),
+                });
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                })
+            }
+            Some(Node::History { kind, name, path }) => {
+                if writing || truncate {
+                    return err(libc::EROFS);
+                }
+                let (entry, _) = self
+                    .history_entry(kind, name, path)?
+                    .ok_or(FsError(libc::ENOENT))?;
+                if entry.kind == EntryKind::Dir {
+                    return err(libc::EISDIR);
+                }
+                let file = File::open(self.repo.objects().blob_path(entry.id))?;
+                Ok(Opened {
+                    fh: self.insert_handle(Handle::Read { ino, file }),
+                    direct_io: false,
+                })
+            }
+            Some(Node::View(p)) => {
+                if !writing {
+                    let source = self.session_read().open_read(p)?;
+                    return Ok(Opened {
+                        fh: self.insert_handle(Handle::Read {
+                            ino,
+                            file: source.file,
+                        }),
+                        direct_io: false,
+                    });
+                }
+                if self.options.read_only {
+                    return err(libc::EROFS);
+                }
+                let epoch = self.epoch_read();
+                let staged = self.session_write().open_write(p, truncate)?;
+                let fh = self.write_handle(ino, flags & libc::O_APPEND != 0, staged, *epoch);
+                Ok(Opened {
+                    fh,
+                    direct_io: false,
+                })
+            }
+        }
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> FsResult<(FileAttr, Opened)> {
+        let path = self.child_path(parent, name)?;
+        if matches!(control::classify(&path), Some(Node::Control(_)) | None) {
+            return err(libc::EACCES);
+        }
+        let p = self.view_path(&path)?;
+        let epoch = self.epoch_read();
+        let staged = {
+            let mut session = self.session_write();
+            match session.create(p, mode & !umask & 0o7777) {
+                Ok(staged) => staged,
+                Err(SessionError::Exists(_)) if flags & libc::O_EXCL == 0 => {
+                    session.open_write(p, flags & libc::O_TRUNC != 0)?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let generation = *epoch;
+        drop(epoch);
+        let attr = match self.entry_of_path(&path) {
+            Ok(attr) => attr,
+            Err(e) => {
+                self.session_write().release_write(staged.staged);
+                return Err(e);
+            }
+        };
+        let fh = self.write_handle(attr.ino.0, flags & libc::O_APPEND != 0, staged, generation);
+        Ok((
+            attr,
+            Opened {
+                fh,
+                direct_io: false,
+            },
+        ))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::Read { file, .. } => Ok(read_full(file, offset, size)?),
+            Handle::Write { .. } => {
+                let (_epoch, file) = self.current_write_file(&handle)?;
+                Ok(read_full(&file, offset, size)?)
+            }
+            Handle::Control { file, content, .. } => {
+                let mut content = lock(content);
+                if offset == 0 {
+                    *content = self.control_content(*file)?;
+                }
+                let start = (offset as usize).min(content.len());
+                let end = (start + size as usize).min(content.len());
+                Ok(content[start..end].to_vec())
+            }
+            Handle::Dir { .. } => err(libc::EISDIR),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::Write { append, .. } => {
+                let (_epoch, file) = self.current_write_file(&handle)?;
+                let offset = if *append {
+                    file.metadata()?.len()
+                } else {
+                    offset
+                };
+                file.write_all_at(data, offset)?;
+                Ok(data.len() as u32)
+            }
+            Handle::Control { file, .. } => {
+                self.control_write(*file, data)?;
+                Ok(data.len() as u32)
+            }
+            _ => err(libc::EBADF),
+        }
+    }
+
+    /// release and releasedir: the handle lets go of its staged file,
+    /// its inode, and for a directory the numbers its listing showed.
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = lock(&self.handles).remove(&fh) else {
+            return;
+        };
+        match &*handle {
+            Handle::Write { state, .. } => {
+                let epoch = self.epoch_read();
+                let state = lock(state);
+                // A handle of an older view holds nothing in this session.
+                if state.generation == *epoch {
+                    self.session_write().release_write(state.staged.staged);
+                }
+            }
+            Handle::Dir { entries, .. } => self.unpin(&lock(entries)),
+            Handle::Read { .. } | Handle::Control { .. } => {}
+        }
+        lock(&self.inodes).close(handle.ino());
+    }
+
+    pub fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::Write { .. } => {
+                let (_epoch, file) = self.current_write_file(&handle)?;
+                file.sync_all()?;
+            }
+            Handle::Control { .. } | Handle::Read { .. } | Handle::Dir { .. } => {}
+        }
+        let path = lock(&self.inodes).path(ino);
+        let mut session = self.session_write();
+        match path.as_deref().and_then(control::classify) {
+            Some(Node::View(p)) if session.stat(p).ok().flatten().is_some() => session.fsync(p)?,
+            _ => session.flush()?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Open files, driven directly without a kernel.
+
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn a_write_handle_reopens_in_the_new_view() {
+        let (_dir, fs) = fs();
+        write_file(&fs, "", "f", b"one");
+        let opened = fs.open(ino(&fs, "f").unwrap(), libc::O_RDWR).unwrap();
+        fs.write(opened.fh, 3, b" two").unwrap();
+        control(&fs, "commit", "c1\n").unwrap();
+        let c1 = String::from_utf8(read_file(&fs, ".zarrfs/commit").unwrap()).unwrap();
+        fs.write(opened.fh, 7, b" three").unwrap();
+        assert_eq!(fs.read(opened.fh, 0, 100).unwrap(), b"one two three");
+        fs.release(opened.fh);
+        assert_eq!(read_file(&fs, "f").unwrap(), b"one two three");
+        assert_eq!(
+            read_file(&fs, &format!(".zarrfs/commits/{}/f", c1.trim())).unwrap(),
+            b"one two",
+            "the committed bytes are untouched"
+        );
+    }
+
+    #[test]
+    fn an_unlinked_open_file_answers_fstat() {
+        let (_dir, fs) = fs();
+        write_file(&fs, "", "f", b"bytes");
+        let f = ino(&fs, "f").unwrap();
+        let opened = fs.open(f, libc::O_RDONLY).unwrap();
+        fs.unlink(super::super::inodes::ROOT_INO, name("f"))
+            .unwrap();
+        assert_eq!(fs.getattr(f, None), Err(FsError(libc::ENOENT)));
+        let attr = fs.getattr(f, Some(opened.fh)).unwrap();
+        assert_eq!((attr.size, attr.nlink), (5, 0));
+        assert_eq!(fs.read(opened.fh, 0, 100).unwrap(), b"bytes");
+        fs.release(opened.fh);
+        assert_eq!(fs.read(opened.fh, 0, 100), Err(FsError(libc::EBADF)));
+    }
+}
