@@ -308,3 +308,49 @@ fn log_author(mount: &Path) -> String {
     let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     log[0]["author"].as_str().unwrap().to_owned()
 }
+
+#[test]
+fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) from util-linux is needed to give the command a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let m = mount(&repo, &dir.path().join("m"), &[]);
+    let write = |dir: &str, n: usize| {
+        std::fs::create_dir(m.path.join(dir)).unwrap();
+        for i in 0..n {
+            std::fs::write(m.path.join(format!("{dir}/{i}")), format!("chunk {i}")).unwrap();
+        }
+    };
+
+    // Not a terminal: only the commit id, nothing on stderr.
+    write("quiet", 12_000);
+    let out = zarrfs(&m.path, &["commit", "-m", "quiet"]);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    // A terminal (script(1) gives one): a progress bar.
+    write("loud", 12_000);
+    let typescript = dir.path().join("typescript");
+    let command = format!("{BIN} commit -m loud");
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c", &command])
+        .arg(&typescript)
+        .current_dir(&m.path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shown = text(&std::fs::read(&typescript).unwrap());
+    assert!(
+        shown.contains("storing [") && shown.contains("/12000 paths"),
+        "{shown}"
+    );
+}

@@ -3,8 +3,13 @@
 //! the errno of a refused write into an exit code and the whole error.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Failure, exit};
 
@@ -103,9 +108,77 @@ pub fn commit(mount: Option<PathBuf>, message: &str) -> Result<(), Failure> {
     let mount = find_mount(mount)?;
     // The JSON form carries messages of several lines in one write.
     let request = serde_json::json!({ "message": message }).to_string();
-    write_control(&mount, "commit", &request)?;
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| ProgressReporter::start(&mount));
+    let result = write_control(&mount, "commit", &request);
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    result?;
     println!("{}", read_control(&mount, "commit")?.trim());
     Ok(())
+}
+
+/// A progress bar on the terminal for a commit that takes a while, fed
+/// from `.zarrfs/progress` while the commit's write(2) blocks.
+struct ProgressReporter {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ProgressReporter {
+    /// Nothing is drawn for commits that end within this.
+    const QUIET_FOR: Duration = Duration::from_millis(300);
+
+    fn start(mount: &Path) -> ProgressReporter {
+        let done = Arc::new(AtomicBool::new(false));
+        let path = mount.join(CONTROL_DIR).join("progress");
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut bar: Option<ProgressBar> = None;
+            let counted =
+                ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} paths {elapsed}")
+                    .expect("a valid template")
+                    .progress_chars("=> ");
+            let uncounted = ProgressStyle::with_template("{msg:>10} {spinner} {elapsed}")
+                .expect("a valid template");
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if started.elapsed() < Self::QUIET_FOR {
+                    continue;
+                }
+                let Some(progress) = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                else {
+                    continue;
+                };
+                let bar = bar.get_or_insert_with(|| ProgressBar::new(0));
+                let total = progress["total"].as_u64().unwrap_or(0);
+                // A phase without a count shows a spinner, not an empty bar.
+                bar.set_style(if total > 0 {
+                    counted.clone()
+                } else {
+                    uncounted.clone()
+                });
+                bar.set_message(progress["phase"].as_str().unwrap_or("").to_owned());
+                bar.set_length(total);
+                bar.set_position(progress["done"].as_u64().unwrap_or(0));
+                bar.tick();
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        ProgressReporter { done, thread }
+    }
+
+    fn finish(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 pub fn checkout(mount: Option<PathBuf>, target: Option<&str>) -> Result<(), Failure> {

@@ -32,10 +32,11 @@ pub enum ControlFile {
     Log,
     LogJson,
     Session,
+    Progress,
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 8] = [
+    pub const ALL: [ControlFile; 9] = [
         ControlFile::Status,
         ControlFile::StatusJson,
         ControlFile::Commit,
@@ -44,6 +45,7 @@ impl ControlFile {
         ControlFile::Log,
         ControlFile::LogJson,
         ControlFile::Session,
+        ControlFile::Progress,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +58,7 @@ impl ControlFile {
             ControlFile::Log => "log",
             ControlFile::LogJson => "log.json",
             ControlFile::Session => "session",
+            ControlFile::Progress => "progress",
         }
     }
 
@@ -321,6 +324,11 @@ impl Fs {
                 log_json(&self.repo, start)?
             }
             ControlFile::Session => format!("{}\n", self.session_read().id()),
+            // Read without the session lock, which a running commit holds.
+            ControlFile::Progress => match *lock(&self.commit_progress) {
+                Some(progress) => format!("{}\n", serde_json::to_string(&progress).unwrap()),
+                None => String::new(),
+            },
         };
         Ok(text.into_bytes())
     }
@@ -355,7 +363,10 @@ impl Fs {
         let mut epoch = self.epoch_write();
         let mut session = self.session_write();
         let (base, old_session) = (session.base(), session.id().to_owned());
-        let result = session.commit(&message);
+        let result = session.commit_reporting(&message, &mut |progress| {
+            *lock(&self.commit_progress) = Some(progress);
+        });
+        *lock(&self.commit_progress) = None;
         *epoch = session.generation();
         let new_session = session.id().to_owned();
         drop(session);

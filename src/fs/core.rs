@@ -15,7 +15,8 @@
 //!    a staged file during or after the commit that consumed it.
 //! 2. a write handle's own state (Mutex).
 //! 3. `session` (RwLock): the session; lookups and reads share it.
-//! 4. `inodes`, `handles`, `last_commit` (Mutex, held briefly).
+//! 4. `inodes`, `handles`, `last_commit`, `commit_progress` (Mutex, held
+//!    briefly).
 
 use std::collections::HashMap;
 use std::io;
@@ -163,6 +164,8 @@ pub struct Fs {
     pub(super) next_fh: AtomicU64,
     /// The outcome of the last commit, as `.zarrfs/commit` reads.
     pub(super) last_commit: Mutex<String>,
+    /// How far the running commit is, for `.zarrfs/progress`.
+    pub(super) commit_progress: Mutex<Option<crate::session::CommitProgress>>,
     pub(super) options: FsOptions,
     pub(super) started: SystemTime,
 }
@@ -190,6 +193,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             last_commit: Mutex::new(String::new()),
+            commit_progress: Mutex::new(None),
             options,
             started: SystemTime::now(),
         }
