@@ -283,3 +283,34 @@ fn renaming_a_directory_moves_its_subtree_and_checkout_never_drops_changes() {
     assert_eq!(err.errno(), libc::EBUSY);
     assert_eq!(a.read_file("moved/c/1").unwrap(), b"1");
 }
+
+#[test]
+fn a_file_open_for_writing_across_a_commit_goes_on_in_the_new_session() {
+    use std::os::unix::fs::FileExt;
+    let (_dir, repo) = repo();
+    let mut a = user(&repo, "a");
+    let handle = a.create("log.txt", 0o644).unwrap();
+    handle.file.write_all_at(b"first", 0).unwrap();
+    let c1 = a.commit("first").unwrap();
+    assert_eq!(a.take_carried().len(), 1);
+
+    // The descriptor keeps writing (as the kernel does with passthrough):
+    // the writes land in the new session's view, not in the commit.
+    handle.file.write_all_at(b"FIRST, second", 0).unwrap();
+    assert_eq!(a.read_file("log.txt").unwrap(), b"FIRST, second");
+    let status = a.status().unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].kind, StatusKind::Modified);
+    let tree = repo.commit_record(c1).unwrap().tree;
+    let blob = repo.trees().lookup(tree, "log.txt").unwrap().unwrap().id;
+    assert_eq!(
+        repo.objects().get(blob).unwrap(),
+        b"first",
+        "the commit is intact"
+    );
+
+    a.commit("second").unwrap();
+    let reader = user(&repo, "r");
+    assert_eq!(reader.read_file("log.txt").unwrap(), b"FIRST, second");
+    assert!(zarrfs::repo::fsck::fsck(&repo).unwrap().is_clean());
+}

@@ -230,7 +230,11 @@ pub fn status_text(session: &mut Session) -> SessionResult<String> {
 }
 
 /// `.zarrfs/status.json`.
-pub fn status_json(session: &mut Session, options: &FsOptions) -> SessionResult<String> {
+pub fn status_json(
+    session: &mut Session,
+    options: &FsOptions,
+    passthrough: bool,
+) -> SessionResult<String> {
     let changes = session.status()?;
     let info = session.info().clone();
     let value = serde_json::json!({
@@ -244,6 +248,7 @@ pub fn status_json(session: &mut Session, options: &FsOptions) -> SessionResult<
         "read_only": options.read_only,
         "pid": std::process::id(),
         "log": options.log,
+        "passthrough": passthrough,
         "changes": changes,
     });
     Ok(format!(
@@ -311,7 +316,11 @@ impl Fs {
     pub(super) fn control_content(&self, file: ControlFile) -> FsResult<Vec<u8>> {
         let text = match file {
             ControlFile::Status => status_text(&mut self.session_write())?,
-            ControlFile::StatusJson => status_json(&mut self.session_write(), &self.options)?,
+            ControlFile::StatusJson => status_json(
+                &mut self.session_write(),
+                &self.options,
+                self.backings.enabled(),
+            )?,
             ControlFile::Commit => lock(&self.last_commit).clone(),
             ControlFile::Checkout => format!("{}\n", self.session_read().base()),
             ControlFile::Discard => String::new(),
@@ -363,11 +372,15 @@ impl Fs {
         let mut epoch = self.epoch_write();
         let mut session = self.session_write();
         let (base, old_session) = (session.base(), session.id().to_owned());
+        let old_generation = *epoch;
         let result = session.commit_reporting(&message, &mut |progress| {
             *lock(&self.commit_progress) = Some(progress);
         });
         *lock(&self.commit_progress) = None;
         *epoch = session.generation();
+        let carried = session.take_carried();
+        self.carry_write_handles(old_generation, *epoch, &carried);
+        self.detach_stale_inodes(*epoch);
         let new_session = session.id().to_owned();
         drop(session);
         drop(epoch);
@@ -413,10 +426,8 @@ impl Fs {
         let target = String::from_utf8_lossy(data).trim().to_owned();
         let mut epoch = self.epoch_write();
         let mut session = self.session_write();
-        // Session::checkout lets a checkout of the session's own base
-        // through with changes, and starts a new session, which
-        // would drop them: refuse any checkout while there are
-        // changes, as the contract says.
+        // Refuse any checkout while there are changes, as the contract
+        // says (Session::checkout does too; this logs it).
         if !session.status()?.is_empty() {
             tracing::warn!(
                 target = ?target,
@@ -428,6 +439,7 @@ impl Fs {
         let old_session = session.id().to_owned();
         let result = session.checkout(&target);
         *epoch = session.generation();
+        self.detach_stale_inodes(*epoch);
         match result {
             Ok(commit) => {
                 tracing::info!(
@@ -453,6 +465,7 @@ impl Fs {
         let old_session = session.id().to_owned();
         let result = session.discard();
         *epoch = session.generation();
+        self.detach_stale_inodes(*epoch);
         match result {
             Ok(()) => {
                 tracing::info!(
@@ -564,8 +577,9 @@ mod tests {
             br#"{"zarr_format": 3}"#
         );
         assert_eq!(
-            fs.open(ino(&fs, ".zarrfs/status").unwrap(), libc::O_WRONLY),
-            Err(FsError(libc::EACCES))
+            fs.open(ino(&fs, ".zarrfs/status").unwrap(), libc::O_WRONLY)
+                .unwrap_err(),
+            FsError(libc::EACCES)
         );
         // A zero-byte write does nothing.
         control(&fs, "discard", "").unwrap();

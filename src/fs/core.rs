@@ -164,6 +164,8 @@ pub struct Fs {
     pub(super) next_fh: AtomicU64,
     /// The outcome of the last commit, as `.zarrfs/commit` reads.
     pub(super) last_commit: Mutex<String>,
+    /// The files the kernel reads and writes itself (FUSE passthrough).
+    pub backings: super::passthrough::Backings,
     /// How far the running commit is, for `.zarrfs/progress`.
     pub(super) commit_progress: Mutex<Option<crate::session::CommitProgress>>,
     pub(super) options: FsOptions,
@@ -194,6 +196,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             last_commit: Mutex::new(String::new()),
             commit_progress: Mutex::new(None),
+            backings: Default::default(),
             options,
             started: SystemTime::now(),
         }
@@ -437,6 +440,11 @@ impl Fs {
             };
             if !through_handle {
                 self.session_write().truncate(p, size)?;
+                // The path names a staged copy now; a kernel inode backed
+                // by the committed bytes keeps them, under its own number.
+                if let Some(super::passthrough::BackingKey::Blob(_)) = self.backings.key_of(ino) {
+                    lock(&self.inodes).detach(ino);
+                }
             }
         }
         if let Some(mode) = mode {

@@ -25,6 +25,7 @@ use fuser::{
 
 use super::core::{Fs, FsError};
 use super::handles::Opened;
+use super::passthrough::OpenMode;
 
 const TTL: Duration = Duration::ZERO;
 const GENERATION: Generation = Generation(0);
@@ -44,13 +45,17 @@ fn errno(e: FsError) -> Errno {
     Errno::from_i32(e.0)
 }
 
-fn open_flags(opened: Opened) -> FopenFlags {
+fn open_flags(opened: &Opened) -> FopenFlags {
     if opened.direct_io {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()
     }
 }
+
+/// The most filesystems stacked under a backing file: 2 lets the
+/// repository live on overlayfs (as in containers).
+const MAX_STACK_DEPTH: u32 = 2;
 
 fn time(t: TimeOrNow) -> SystemTime {
     match t {
@@ -68,6 +73,15 @@ impl Filesystem for FuseFs {
         // open(O_TRUNC) arrives as one open, not an open and a setattr:
         // a committed file is not copied up only to be truncated.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Handles served by the daemon beside passthrough ones are
+        // direct_io; let programs still mmap them.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(MAX_STACK_DEPTH).is_ok()
+        {
+            self.fs.backings.enable();
+            tracing::info!("FUSE passthrough on: the kernel reads and writes file data directly");
+        }
         Ok(())
     }
 
@@ -221,9 +235,26 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(opened)),
-            Err(e) => reply.error(errno(e)),
+        let opened = match self.fs.open(ino.0, flags.0) {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let fh = FileHandle(opened.fh);
+        let decision = self
+            .fs
+            .backings
+            .decide(ino.0, opened.fh, opened.backing.as_ref(), |file| {
+                reply.open_backing(file)
+            });
+        match decision.mode() {
+            OpenMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), id),
+            OpenMode::Refused => {
+                drop(decision);
+                self.fs.backings.release(opened.fh);
+                self.fs.release(opened.fh);
+                reply.error(Errno::from_i32(libc::ETXTBSY))
+            }
+            OpenMode::Plain => reply.opened(fh, open_flags(&opened)),
         }
     }
 
@@ -283,6 +314,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.fs.backings.release(fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -458,15 +490,27 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(parent.0, name, mode, umask, flags) {
-            Ok((attr, opened)) => reply.created(
-                &TTL,
-                &attr,
-                GENERATION,
-                FileHandle(opened.fh),
-                open_flags(opened),
-            ),
-            Err(e) => reply.error(errno(e)),
+        let (attr, opened) = match self.fs.create(parent.0, name, mode, umask, flags) {
+            Ok(created) => created,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let fh = FileHandle(opened.fh);
+        let decision =
+            self.fs
+                .backings
+                .decide(attr.ino.0, opened.fh, opened.backing.as_ref(), |file| {
+                    reply.open_backing(file)
+                });
+        match decision.mode() {
+            OpenMode::Passthrough(id) => {
+                reply.created_passthrough(&TTL, &attr, GENERATION, fh, FopenFlags::empty(), id)
+            }
+            OpenMode::Refused => {
+                drop(decision);
+                self.fs.release(opened.fh);
+                reply.error(Errno::from_i32(libc::ETXTBSY))
+            }
+            OpenMode::Plain => reply.created(&TTL, &attr, GENERATION, fh, open_flags(&opened)),
         }
     }
 }

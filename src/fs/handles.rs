@@ -22,8 +22,9 @@ use fuser::FileAttr;
 
 use super::control::{self, ControlFile, Node};
 use super::core::{DirEntry, Fs, FsError, FsResult, err, lock};
+use super::passthrough::{BackingCandidate, BackingKey};
 use crate::repo::EntryKind;
-use crate::session::{SessionError, StagedFile};
+use crate::session::{FileSource, SessionError, StagedFile};
 
 /// What an open handle is.
 #[derive(Debug)]
@@ -71,12 +72,26 @@ pub(super) struct WriteState {
 }
 
 /// How a file was opened, as the kernel should treat it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Opened {
     pub fh: u64,
     /// Bypass the page cache (control files, whose content is made per
     /// read).
     pub direct_io: bool,
+    /// The file the kernel may do this handle's I/O on itself (FUSE
+    /// passthrough), if any.
+    pub backing: Option<BackingCandidate>,
+}
+
+/// The backing of a write handle: its staged file, as it is.
+fn staged_backing(staged: &StagedFile, generation: u64) -> BackingCandidate {
+    BackingCandidate {
+        key: BackingKey::Staged {
+            generation,
+            staged: staged.staged,
+        },
+        file: staged.file.clone(),
+    }
 }
 
 /// Read up to `size` bytes at `offset`, short only at end of file.
@@ -165,6 +180,63 @@ impl Fs {
         Ok((epoch, file))
     }
 
+    /// A commit carried staged files open for writing into the new
+    /// session: the write handles on them follow, as they are (same file,
+    /// new number), instead of re-opening.
+    pub(super) fn carry_write_handles(
+        &self,
+        old_generation: u64,
+        new_generation: u64,
+        carried: &[(u64, u64)],
+    ) {
+        for handle in lock(&self.handles).values() {
+            if let Handle::Write { state, .. } = &**handle {
+                let mut state = lock(state);
+                if state.generation != old_generation {
+                    continue;
+                }
+                if let Some(&(_, new)) = carried.iter().find(|(old, _)| *old == state.staged.staged)
+                {
+                    state.staged.staged = new;
+                    state.generation = new_generation;
+                }
+            }
+        }
+        self.backings
+            .carry_over(old_generation, new_generation, carried);
+    }
+
+    /// After the view was replaced: paths whose inode the kernel still
+    /// holds with a backing of the old view get new numbers, so that their
+    /// next opens get inodes of their own (see `super::passthrough`).
+    pub(super) fn detach_stale_inodes(&self, generation: u64) {
+        let stale = self.backings.stale_inodes(generation);
+        let mut inodes = lock(&self.inodes);
+        for ino in stale {
+            inodes.detach(ino);
+        }
+    }
+
+    /// Whether a write open of `ino` (view path `p`) can share the file
+    /// the kernel holds for it: only if that is the staged file the write
+    /// would go to. Opening committed bytes for writing in place while
+    /// they are open for reading through passthrough cannot be served.
+    fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
+        if self.backings.key_of(ino).is_none() {
+            return Ok(());
+        }
+        let writes_to = match self.session_read().file_source(p)? {
+            Some(FileSource::Staged(staged)) => Some(BackingKey::Staged { generation, staged }),
+            _ => None,
+        };
+        tracing::debug!(ino, path = p, held = ?self.backings.key_of(ino), wanted = ?writes_to, "write open beside a backing");
+        if self.backings.can_open(ino, writes_to) {
+            Ok(())
+        } else {
+            err(libc::ETXTBSY)
+        }
+    }
+
     fn write_handle(&self, ino: u64, append: bool, staged: StagedFile, generation: u64) -> u64 {
         self.insert_handle(Handle::Write {
             ino,
@@ -197,6 +269,7 @@ impl Fs {
                 Ok(Opened {
                     fh,
                     direct_io: true,
+                    backing: None,
                 })
             }
             Some(Node::History { kind, name, path }) => {
@@ -210,31 +283,59 @@ impl Fs {
                     return err(libc::EISDIR);
                 }
                 let file = File::open(self.repo.objects().blob_path(entry.id))?;
+                let backing = BackingCandidate {
+                    key: BackingKey::Blob(entry.id),
+                    file: Arc::new(file.try_clone()?),
+                };
                 Ok(Opened {
                     fh: self.insert_handle(Handle::Read { ino, file }),
                     direct_io: false,
+                    backing: Some(backing),
                 })
             }
             Some(Node::View(p)) => {
                 if !writing {
-                    let source = self.session_read().open_read(p)?;
+                    let epoch = self.epoch_read();
+                    let session = self.session_read();
+                    let source = session.open_read(p)?;
+                    let backing = match source.origin {
+                        // The same file a write handle would get: one
+                        // backing serves both.
+                        FileSource::Staged(staged) => BackingCandidate {
+                            key: BackingKey::Staged {
+                                generation: *epoch,
+                                staged,
+                            },
+                            file: Arc::new(session.open_staged_read_write(staged)?),
+                        },
+                        FileSource::Blob { id, .. } => BackingCandidate {
+                            key: BackingKey::Blob(id),
+                            file: Arc::new(source.file.try_clone()?),
+                        },
+                    };
+                    drop(session);
+                    drop(epoch);
                     return Ok(Opened {
                         fh: self.insert_handle(Handle::Read {
                             ino,
                             file: source.file,
                         }),
                         direct_io: false,
+                        backing: Some(backing),
                     });
                 }
                 if self.options.read_only {
                     return err(libc::EROFS);
                 }
                 let epoch = self.epoch_read();
+                self.check_write_backing(ino, p, *epoch)?;
                 let staged = self.session_write().open_write(p, truncate)?;
+                let backing = staged_backing(&staged, *epoch);
                 let fh = self.write_handle(ino, flags & libc::O_APPEND != 0, staged, *epoch);
                 Ok(Opened {
                     fh,
                     direct_io: false,
+                    backing: Some(backing),
                 })
             }
         }
@@ -273,12 +374,14 @@ impl Fs {
                 return Err(e);
             }
         };
+        let backing = staged_backing(&staged, generation);
         let fh = self.write_handle(attr.ino.0, flags & libc::O_APPEND != 0, staged, generation);
         Ok((
             attr,
             Opened {
                 fh,
                 direct_io: false,
+                backing: Some(backing),
             },
         ))
     }

@@ -175,6 +175,20 @@ impl InodeTable {
         }
     }
 
+    /// Retire one number, leaving its path to get a new one at its next
+    /// lookup: the file the path names was replaced while the kernel
+    /// still holds the old one (see `super::passthrough`).
+    pub fn detach(&mut self, ino: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Some(inode) = self.by_ino.remove(&ino)
+            && self.by_path.get(&inode.path) == Some(&ino)
+        {
+            self.by_path.remove(&inode.path);
+        }
+    }
+
     /// Retire a path and everything below it (unlink, rmdir).
     pub fn remove(&mut self, path: &str) {
         if path.is_empty() {

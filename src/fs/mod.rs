@@ -12,6 +12,7 @@
 //! control   what each mount path names; the control files' text and the
 //!           actions their writes perform
 //! inodes    inode numbers per mount path, counted lookups and forget
+//! passthrough  the files the kernel reads and writes itself, per inode
 //! ```
 //!
 //! `Fs` can be driven directly, without a kernel mount, which is how most
@@ -26,6 +27,7 @@ pub mod fuse;
 mod handles;
 pub mod inodes;
 mod listing;
+pub mod passthrough;
 #[cfg(test)]
 mod testing;
 

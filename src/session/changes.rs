@@ -270,7 +270,8 @@ impl Session {
             session: &self.info.id.clone(),
             written,
         })?;
-        self.replace_with_new_session(Some(branch), outcome.id)?;
+        // Files still open for writing go on in the new session.
+        self.replace_with_new_session_carrying(Some(branch), outcome.id, true)?;
         Ok(outcome.id)
     }
 }

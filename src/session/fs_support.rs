@@ -2,6 +2,8 @@
 
 use std::fs;
 
+use super::journal::FileSource;
+use super::view::Found;
 use super::{Result, Session};
 
 impl Session {
@@ -19,5 +21,13 @@ impl Session {
             let _ = fs::remove_dir_all(&dir);
         }
         Ok(empty)
+    }
+
+    /// Where the bytes of the file at `path` are, if it is a file.
+    pub fn file_source(&self, path: &str) -> Result<Option<FileSource>> {
+        Ok(match self.find(path)? {
+            Some(Found::File { source, .. }) => Some(source),
+            _ => None,
+        })
     }
 }

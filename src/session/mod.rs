@@ -33,9 +33,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::repo::{CommitId, ObjectId, Repo, RepoError};
-use journal::Journal;
+use journal::{Journal, JournalEntry};
 
 pub use changes::{CommitProgress, StatusEntry, StatusKind};
+pub use journal::FileSource;
 pub use view::{Attr, NodeKind, ReadSource, StagedFile};
 
 /// What a session is, as recorded in `info.json`.
@@ -168,6 +169,8 @@ pub struct Session {
     hashes: HashMap<u64, (u64, SystemTime, ObjectId)>,
     /// Bumped whenever the view is replaced (commit, checkout, discard).
     generation: u64,
+    /// Staged files carried over from the previous session by a commit.
+    carried: Vec<(u64, u64)>,
     _lock: File,
 }
 
@@ -260,6 +263,7 @@ impl Session {
             writers: HashMap::new(),
             hashes: HashMap::new(),
             generation: 0,
+            carried: Vec::new(),
             _lock: lock,
         })
     }
@@ -328,13 +332,61 @@ impl Session {
     /// Leave this session for a new, empty one at `base`; the old one's
     /// directory goes (its changes were committed or discarded).
     fn replace_with_new_session(&mut self, branch: Option<String>, base: CommitId) -> Result<()> {
-        let next = Session::create_at(
+        self.replace_with_new_session_carrying(branch, base, false)
+    }
+
+    /// Leave this session for a new one at `base`. With `carry_open`,
+    /// files open for writing go on in the new session: their staged file
+    /// moves over (the same inode, so open descriptors, including the
+    /// kernel's for FUSE passthrough, keep writing into the view) and
+    /// [`Session::take_carried`] says which staged numbers became which.
+    fn replace_with_new_session_carrying(
+        &mut self,
+        branch: Option<String>,
+        base: CommitId,
+        carry_open: bool,
+    ) -> Result<()> {
+        let mut next = Session::create_at(
             self.repo.clone(),
             branch,
             base,
             &self.info.author,
             self.info.mountpoint.clone(),
         )?;
+        let mut carried = Vec::new();
+        if carry_open {
+            let open: Vec<(String, u64, u32, usize)> = self
+                .journal
+                .entries()
+                .iter()
+                .filter_map(|(path, entry)| match *entry {
+                    JournalEntry::File {
+                        source: FileSource::Staged(n),
+                        mode,
+                    } => self
+                        .writers
+                        .get(&n)
+                        .map(|&count| (path.clone(), n, mode, count)),
+                    _ => None,
+                })
+                .collect();
+            for (path, old, mode, count) in open {
+                let new = next.next_staged;
+                next.next_staged += 1;
+                fs::rename(self.staged_path(old), next.staged_path(new))?;
+                next.journal.insert(
+                    &path,
+                    JournalEntry::File {
+                        source: FileSource::Staged(new),
+                        mode,
+                    },
+                )?;
+                next.writers.insert(new, count);
+                carried.push((old, new));
+            }
+            next.journal.flush()?;
+        }
+        next.carried = carried;
         let generation = self.generation;
         let old = std::mem::replace(self, next);
         let old_dir = old.dir.clone();
@@ -344,6 +396,12 @@ impl Session {
         // remove its files only costs disk space.
         let _ = fs::remove_dir_all(&old_dir);
         Ok(())
+    }
+
+    /// After a commit: the staged files that were open for writing, as
+    /// (number in the old session, number in the new one).
+    pub fn take_carried(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.carried)
     }
 
     /// Drop every change and start a new session at the same base.

@@ -52,6 +52,9 @@ pub struct StagedFile {
 pub struct ReadSource {
     pub file: File,
     pub size: u64,
+    /// Where the bytes are, so that a mount can hand the same file to the
+    /// kernel for every open of a path.
+    pub origin: FileSource,
 }
 
 const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -241,23 +244,32 @@ impl Session {
     /// Open a file for reading.
     pub fn open_read(&self, path: &str) -> Result<ReadSource> {
         check_path(path)?;
-        let (file, size) = match self.find(path)? {
+        let (file, size, origin) = match self.find(path)? {
             None => return Err(SessionError::NotFound(path.to_owned())),
             Some(Found::Dir) => return Err(SessionError::IsADirectory(path.to_owned())),
             Some(Found::File {
-                source: FileSource::Staged(n),
+                source: origin @ FileSource::Staged(n),
                 ..
             }) => {
                 let file = File::open(self.staged_path(n))?;
                 let size = file.metadata()?.len();
-                (file, size)
+                (file, size, origin)
             }
             Some(Found::File {
-                source: FileSource::Blob { id, size },
+                source: origin @ FileSource::Blob { id, size },
                 ..
-            }) => (File::open(self.repo.objects().blob_path(id))?, size),
+            }) => (File::open(self.repo.objects().blob_path(id))?, size, origin),
         };
-        Ok(ReadSource { file, size })
+        Ok(ReadSource { file, size, origin })
+    }
+
+    /// A staged file opened for reading and writing, for the kernel to
+    /// serve a path's I/O directly (FUSE passthrough).
+    pub fn open_staged_read_write(&self, staged: u64) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.staged_path(staged))
     }
 
     /// A whole file's bytes.
