@@ -132,8 +132,40 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: umount2 with a valid C string.
-    if unsafe { libc::umount2(path.as_ptr(), flags) } != 0 {
-        return Err(io::Error::last_os_error());
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+        return Ok(());
     }
-    Ok(())
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    // Not root: a user's own FUSE mount is unmounted by the setuid helper
+    // that mounted it, as libfuse does.
+    unmount_with_fusermount(mountpoint, lazy).map_err(|_| error)
+}
+
+/// `fusermount3 -u` (or `fusermount -u`), for mounts of a normal user.
+fn unmount_with_fusermount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    for helper in ["fusermount3", "fusermount"] {
+        let mut command = std::process::Command::new(helper);
+        command.arg("-u").arg("-q");
+        if lazy {
+            command.arg("-z");
+        }
+        match command.arg(mountpoint).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stderr);
+                let errno = if text.contains("busy") {
+                    libc::EBUSY
+                } else {
+                    libc::EPERM
+                };
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EPERM))
 }
