@@ -2,30 +2,16 @@
 //! (inside the mount, or with --mount), and the mount(8) helper that makes
 //! `mount -t fuse.zarrfs` and fstab lines work.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_zarrfs");
+mod mount_util;
 
-/// A mount made with `zarrfs mount`, unmounted when dropped (also when a
-/// test fails), lazily if need be.
-struct Mounted {
-    path: PathBuf,
-}
+use mount_util::{BIN, Mount};
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if is_mounted(&self.path) {
-            let ok = Command::new(BIN)
-                .arg("umount")
-                .arg(&self.path)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-            }
-        }
-    }
+fn mount(repo: &Path, at: &Path, extra: &[&str]) -> Mount {
+    std::fs::create_dir_all(at).unwrap();
+    Mount::new(repo, at, extra)
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -35,22 +21,14 @@ fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(path.to_str().unwrap()))
 }
 
-fn mount(repo: &Path, at: &Path, extra: &[&str]) -> Mounted {
-    std::fs::create_dir_all(at).unwrap();
-    let out = Command::new(BIN)
-        .arg("mount")
-        .arg(repo)
-        .arg(at)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mount failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Mounted {
-        path: at.to_path_buf(),
+/// Unmounts, lazily, a mount made by mount(8) if a test left it.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
     }
 }
 
@@ -257,7 +235,7 @@ fn mount_t_fuse_zarrfs_and_an_fstab_line() {
         .arg(&at)
         .status()
         .unwrap();
-    let mounted = Mounted { path: at.clone() };
+    let mounted = Unmount(at.clone());
     assert!(status.success());
     std::fs::write(at.join("f"), b"1").unwrap();
     let out = zarrfs(&at, &["commit", "-m", "through mount(8)"]);
@@ -283,7 +261,7 @@ fn mount_t_fuse_zarrfs_and_an_fstab_line() {
         .arg(&at)
         .status()
         .unwrap();
-    let _mounted = Mounted { path: at.clone() };
+    let _mounted = Unmount(at.clone());
     assert!(status.success());
     assert_eq!(std::fs::read(at.join("f")).unwrap(), b"1");
     let refused = std::fs::write(at.join("g"), b"2").unwrap_err();

@@ -8,29 +8,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_zarrfs");
+mod mount_util;
 
-struct Mounted {
-    path: PathBuf,
-}
+use mount_util::{BIN, Mount};
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new(BIN)
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-fn mount(dir: &Path) -> Mounted {
+fn mount(dir: &Path) -> Mount {
     let repo = dir.join("repo");
     let at = dir.join("mnt");
     std::fs::create_dir(&at).unwrap();
@@ -43,21 +28,10 @@ fn mount(dir: &Path) -> Mounted {
             .status
             .success()
     );
-    let out = Command::new(BIN)
-        .arg("mount")
-        .arg(&repo)
-        .arg(&at)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Mounted { path: at }
+    Mount::new(&repo, &at, &[])
 }
 
-fn commit(m: &Mounted, message: &str) -> String {
+fn commit(m: &Mount, message: &str) -> String {
     std::fs::write(m.path.join(".zarrfs/commit"), message).unwrap();
     std::fs::read_to_string(m.path.join(".zarrfs/commit"))
         .unwrap()

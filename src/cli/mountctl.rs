@@ -207,31 +207,29 @@ pub fn discard(mount: Option<PathBuf>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The repository a mount serves, from its `status.json`.
-pub fn repo_of_mount(mount: &Path) -> Result<PathBuf, Failure> {
-    let status: serde_json::Value = serde_json::from_str(&read_control(mount, "status.json")?)
-        .map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
-            )
-        })?;
-    status["repo"].as_str().map(PathBuf::from).ok_or_else(|| {
+/// A mount's `status.json`.
+fn status_of(mount: &Path) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(&read_control(mount, "status.json")?).map_err(|e| {
         Failure::new(
             exit::FAILURE,
-            format!("{}/.zarrfs/status.json names no repo", mount.display()),
+            format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
         )
     })
 }
 
-/// A field of the mount's `status.json` (such as `base` or `branch`).
-pub fn status_field(mount: &Path, field: &str) -> Result<Option<String>, Failure> {
-    let status: serde_json::Value = serde_json::from_str(&read_control(mount, "status.json")?)
-        .map_err(|e| {
+/// The repository a mount serves, from its `status.json`.
+pub fn repo_of_mount(mount: &Path) -> Result<PathBuf, Failure> {
+    status_field(mount, "repo")?
+        .map(PathBuf::from)
+        .ok_or_else(|| {
             Failure::new(
                 exit::FAILURE,
-                format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
+                format!("{}/.zarrfs/status.json names no repo", mount.display()),
             )
-        })?;
-    Ok(status[field].as_str().map(str::to_owned))
+        })
+}
+
+/// A field of the mount's `status.json` (such as `base` or `branch`).
+pub fn status_field(mount: &Path, field: &str) -> Result<Option<String>, Failure> {
+    Ok(status_of(mount)?[field].as_str().map(str::to_owned))
 }

@@ -72,14 +72,7 @@ pub fn log(
     for entry in context.repo.log(tip).take(max_count.unwrap_or(usize::MAX)) {
         let (id, commit) = entry?;
         if json {
-            records.push(serde_json::json!({
-                "id": id.to_hex(),
-                "parents": commit.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                "author": commit.author,
-                "date": commit.date,
-                "message": commit.message,
-                "changes": commit.change_count,
-            }));
+            records.push(commit.summary_json(id));
         } else {
             let _ = write!(out, "{}", format_log_entry(&id.to_hex(), &commit));
         }

@@ -282,14 +282,7 @@ pub fn log_json(repo: &Repo, start: CommitId) -> io::Result<String> {
     let mut records = Vec::new();
     for entry in repo.log(start) {
         let (id, commit) = entry?;
-        records.push(serde_json::json!({
-            "id": id.to_hex(),
-            "parents": commit.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-            "author": commit.author,
-            "date": commit.date,
-            "message": commit.message,
-            "changes": commit.change_count,
-        }));
+        records.push(commit.summary_json(id));
     }
     Ok(format!(
         "{}\n",

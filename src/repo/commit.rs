@@ -43,6 +43,18 @@ impl Commit {
     pub fn parent(&self) -> Option<CommitId> {
         self.parents.first().copied()
     }
+
+    /// The commit as `log --json` and `.zarrfs/log.json` show it.
+    pub fn summary_json(&self, id: CommitId) -> serde_json::Value {
+        serde_json::json!({
+            "id": id.to_hex(),
+            "parents": self.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+            "author": self.author,
+            "date": self.date,
+            "message": self.message,
+            "changes": self.change_count,
+        })
+    }
 }
 
 pub fn encode_change_list(changes: &[(String, Change)]) -> Vec<u8> {
