@@ -334,3 +334,50 @@ fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
         "no progress shown: {shown}"
     );
 }
+
+#[test]
+fn the_author_defaults_to_git_identity_and_the_status_names_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[user]\n\tname = Grace Hopper\n\temail = grace@example.org\n",
+    )
+    .unwrap();
+    let repo = dir.path().join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let at = dir.path().join("m");
+    std::fs::create_dir(&at).unwrap();
+    let out = Command::new(BIN)
+        .arg("mount")
+        .arg(&repo)
+        .arg(&at)
+        .env("HOME", &home)
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = Mount::new_existing(&repo, &at);
+    std::fs::write(m.path.join("f"), b"x").unwrap();
+    let out = zarrfs(&m.path, &["status"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("\nDaemon log: "), "{shown}");
+    let log_path = shown.split("Daemon log: ").nth(1).unwrap().trim();
+    assert!(
+        Path::new(log_path).is_file(),
+        "the named log exists: {log_path}"
+    );
+    assert!(
+        zarrfs(&m.path, &["commit", "-m", "by git identity"])
+            .status
+            .success()
+    );
+    let out = zarrfs(&m.path, &["log", "-n", "1", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log[0]["author"], "Grace Hopper <grace@example.org>");
+}

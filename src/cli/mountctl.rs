@@ -101,6 +101,11 @@ pub fn status(mount: Option<PathBuf>, json: bool) -> Result<(), Failure> {
     if !text.ends_with('\n') {
         println!();
     }
+    // The control file keeps Arraylake's shape; the command also says
+    // where the daemon writes its log.
+    if !json && let Some(log) = status_field(&mount, "log")? {
+        println!("\nDaemon log: {log}");
+    }
     Ok(())
 }
 

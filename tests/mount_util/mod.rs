@@ -92,6 +92,18 @@ impl Mount {
         }
     }
 
+    /// Take charge of a mount made by the caller (to unmount it on drop).
+    pub fn new_existing(repo: &Path, mountpoint: &Path) -> Mount {
+        let mountpoint = std::fs::canonicalize(mountpoint).unwrap();
+        let status = std::fs::read_to_string(mountpoint.join(".zarrfs/status.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&status).unwrap();
+        Mount {
+            path: mountpoint,
+            repo: repo.to_owned(),
+            pid: value["pid"].as_i64().unwrap() as i32,
+        }
+    }
+
     /// Run a shell script in the mount's root.
     pub fn sh(&self, script: &str) -> Output {
         // bash, not dash: dash's echo reports every failed write as "I/O
