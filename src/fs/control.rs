@@ -377,6 +377,9 @@ impl Fs {
         let new_session = session.id().to_owned();
         drop(session);
         drop(epoch);
+        if result.is_ok() {
+            self.invalidate_view();
+        }
         match result {
             Ok(id) => {
                 *lock(&self.last_commit) = format!("{id}\n");
@@ -442,6 +445,9 @@ impl Fs {
                     session = %session.id(),
                     "checked out; session started"
                 );
+                drop(session);
+                drop(epoch);
+                self.invalidate_view();
                 Ok(())
             }
             Err(e) => {
@@ -467,6 +473,9 @@ impl Fs {
                     base = %session.base(),
                     "discarded the session's changes; session started"
                 );
+                drop(session);
+                drop(epoch);
+                self.invalidate_view();
                 Ok(())
             }
             Err(e) => {

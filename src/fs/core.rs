@@ -170,6 +170,8 @@ pub struct Fs {
     pub(super) commit_progress: Mutex<Option<crate::session::CommitProgress>>,
     pub(super) options: FsOptions,
     pub(super) started: SystemTime,
+    /// How to tell the kernel to drop cached entries (set once mounted).
+    pub notifier: std::sync::OnceLock<fuser::Notifier>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +201,7 @@ impl Fs {
             backings: Default::default(),
             options,
             started: SystemTime::now(),
+            notifier: std::sync::OnceLock::new(),
         }
     }
 
@@ -439,12 +442,11 @@ impl Fs {
                 None => false,
             };
             if !through_handle {
+                // Truncating committed bytes by name copies them up: not
+                // while the kernel reads them through passthrough.
+                let generation = *self.epoch_read();
+                self.check_write_backing(ino, p, generation)?;
                 self.session_write().truncate(p, size)?;
-                // The path names a staged copy now; a kernel inode backed
-                // by the committed bytes keeps them, under its own number.
-                if let Some(super::passthrough::BackingKey::Blob(_)) = self.backings.key_of(ino) {
-                    lock(&self.inodes).detach(ino);
-                }
             }
         }
         if let Some(mode) = mode {

@@ -42,6 +42,7 @@ pub fn serve(
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
+    let _ = fs.notifier.set(session.notifier());
     if let Some(slot) = notifier_slot {
         let _ = slot.set(session.notifier());
     }

@@ -1,8 +1,9 @@
 //! The fuser binding: each kernel request becomes one call on [`Fs`].
 //!
-//! Every entry and attribute is given with a TTL of zero, so that the
-//! kernel asks again on each path walk and `stat`, and a view switched by
-//! commit, checkout or discard shows at once. Files are opened without
+//! Entries and attributes are given with the TTL `super::kernel_cache`
+//! chooses: cached for view paths, whose switches by commit, checkout or
+//! discard are invalidated explicitly, and not at all for the control
+//! directory and history trees. Files are opened without
 //! `FOPEN_KEEP_CACHE`, so that each open drops cached pages; control files
 //! are `direct_io`, so that each read asks the daemon.
 //!
@@ -14,7 +15,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
@@ -27,7 +28,6 @@ use super::core::{Fs, FsError};
 use super::handles::Opened;
 use super::passthrough::OpenMode;
 
-const TTL: Duration = Duration::ZERO;
 const GENERATION: Generation = Generation(0);
 
 /// The fuser `Filesystem` over a shared [`Fs`].
@@ -87,7 +87,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, GENERATION),
+            Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -98,7 +98,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok(attr) => reply.attr(&self.fs.ttl(attr.ino.0), &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -126,7 +126,7 @@ impl Filesystem for FuseFs {
             .fs
             .setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0))
         {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok(attr) => reply.attr(&self.fs.ttl(attr.ino.0), &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -155,7 +155,7 @@ impl Filesystem for FuseFs {
         {
             Ok((attr, opened)) => {
                 self.fs.release(opened.fh);
-                reply.entry(&TTL, &attr, GENERATION);
+                reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION);
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -171,7 +171,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         match self.fs.mkdir(parent.0, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, GENERATION),
+            Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -229,7 +229,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(attr) => reply.entry(&TTL, &attr, GENERATION),
+            Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -376,7 +376,7 @@ impl Filesystem for FuseFs {
                         entry.attr.ino,
                         next,
                         &entry.name,
-                        &TTL,
+                        &self.fs.ttl(entry.attr.ino.0),
                         &entry.attr,
                         GENERATION,
                     ) {
@@ -502,15 +502,26 @@ impl Filesystem for FuseFs {
                     reply.open_backing(file)
                 });
         match decision.mode() {
-            OpenMode::Passthrough(id) => {
-                reply.created_passthrough(&TTL, &attr, GENERATION, fh, FopenFlags::empty(), id)
-            }
+            OpenMode::Passthrough(id) => reply.created_passthrough(
+                &self.fs.ttl(attr.ino.0),
+                &attr,
+                GENERATION,
+                fh,
+                FopenFlags::empty(),
+                id,
+            ),
             OpenMode::Refused => {
                 drop(decision);
                 self.fs.release(opened.fh);
                 reply.error(Errno::from_i32(libc::ETXTBSY))
             }
-            OpenMode::Plain => reply.created(&TTL, &attr, GENERATION, fh, open_flags(&opened)),
+            OpenMode::Plain => reply.created(
+                &self.fs.ttl(attr.ino.0),
+                &attr,
+                GENERATION,
+                fh,
+                open_flags(&opened),
+            ),
         }
     }
 }

@@ -221,7 +221,7 @@ impl Fs {
     /// the kernel holds for it: only if that is the staged file the write
     /// would go to. Opening committed bytes for writing in place while
     /// they are open for reading through passthrough cannot be served.
-    fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
+    pub(super) fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
         if self.backings.key_of(ino).is_none() {
             return Ok(());
         }

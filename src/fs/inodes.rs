@@ -47,6 +47,8 @@ pub struct InodeTable {
     by_path: BTreeMap<String, u64>,
     by_ino: HashMap<u64, Inode>,
     next: u64,
+    /// Detached numbers whose kernel entries are still to be invalidated.
+    detached: Vec<(u64, String)>,
 }
 
 impl Default for InodeTable {
@@ -61,6 +63,7 @@ impl InodeTable {
             by_path: BTreeMap::new(),
             by_ino: HashMap::new(),
             next: ROOT_INO + 1,
+            detached: Vec::new(),
         };
         table.by_path.insert(String::new(), ROOT_INO);
         table.by_ino.insert(
@@ -78,6 +81,14 @@ impl InodeTable {
     /// The mount path an inode stands for, if it is still in the table.
     pub fn path(&self, ino: u64) -> Option<String> {
         self.by_ino.get(&ino).map(|i| i.path.clone())
+    }
+
+    /// Every numbered path but the root, with its number.
+    pub fn paths(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.by_ino
+            .iter()
+            .filter(|(ino, _)| **ino != ROOT_INO)
+            .map(|(ino, inode)| (*ino, inode.path.as_str()))
     }
 
     /// The inode of a path, if it has one.
@@ -182,11 +193,18 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
-        if let Some(inode) = self.by_ino.remove(&ino)
-            && self.by_path.get(&inode.path) == Some(&ino)
-        {
-            self.by_path.remove(&inode.path);
+        if let Some(inode) = self.by_ino.remove(&ino) {
+            if self.by_path.get(&inode.path) == Some(&ino) {
+                self.by_path.remove(&inode.path);
+            }
+            self.detached.push((ino, inode.path));
         }
+    }
+
+    /// The numbers detached since the last call, with the paths they had:
+    /// the kernel's entries for them are to be invalidated.
+    pub fn take_detached(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.detached)
     }
 
     /// Retire a path and everything below it (unlink, rmdir).

@@ -13,6 +13,7 @@
 //!           actions their writes perform
 //! inodes    inode numbers per mount path, counted lookups and forget
 //! passthrough  the files the kernel reads and writes itself, per inode
+//! kernel_cache what the kernel may cache, and its invalidation
 //! ```
 //!
 //! `Fs` can be driven directly, without a kernel mount, which is how most
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod fuse;
 mod handles;
 pub mod inodes;
+pub mod kernel_cache;
 mod listing;
 pub mod passthrough;
 #[cfg(test)]

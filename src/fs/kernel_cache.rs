@@ -1,0 +1,76 @@
+//! What the kernel may cache, and for how long.
+//!
+//! Entries and attributes of the view are cached by the kernel for
+//! [`VIEW_TTL`]: every change of the view goes through the kernel itself
+//! (create, write, rename, ...), except the view switches that commit,
+//! checkout and discard make. Those call [`Fs::invalidate_view`], which
+//! tells the kernel to forget every view entry and attribute it holds, so
+//! that the next access after the switch sees the new view. The control
+//! directory and the history trees change when other mounts commit, so
+//! nothing of them is cached (TTL 0).
+//!
+//! Invalidation takes the kernel's directory locks, so it is never done
+//! while this daemon holds a lock that a request under such a lock could
+//! wait for: the view-switch actions call it after releasing the session.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use fuser::INodeNo;
+
+use super::control::{self, Node};
+use super::core::{Fs, lock};
+use super::inodes::ROOT_INO;
+
+/// How long the kernel may keep a view entry or attribute.
+pub const VIEW_TTL: Duration = Duration::from_secs(1);
+
+impl Fs {
+    /// How long the kernel may cache what it learns about `ino`.
+    pub fn ttl(&self, ino: u64) -> Duration {
+        let path = lock(&self.inodes).path(ino);
+        match path.as_deref().and_then(control::classify) {
+            Some(Node::View(_)) => VIEW_TTL,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The view was replaced: make the kernel forget the view's entries
+    /// and attributes (and cached pages) it holds. Call without holding
+    /// the session or epoch locks.
+    pub(super) fn invalidate_view(&self) {
+        let targets: Vec<(u64, u64, String)> = {
+            let mut inodes = lock(&self.inodes);
+            let detached = inodes.take_detached();
+            inodes
+                .paths()
+                .chain(detached.iter().map(|(ino, path)| (*ino, path.as_str())))
+                .filter(|(_, path)| matches!(control::classify(path), Some(Node::View(_))))
+                .map(|(ino, path)| {
+                    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+                    let parent_ino = if parent.is_empty() {
+                        ROOT_INO
+                    } else {
+                        inodes.get(parent).unwrap_or(0)
+                    };
+                    (ino, parent_ino, name.to_owned())
+                })
+                .collect()
+        };
+        let Some(notifier) = self.notifier.get() else {
+            return; // not mounted (tests without a kernel)
+        };
+        for (ino, parent, name) in &targets {
+            // Failures mean the kernel holds nothing to forget.
+            if *parent != 0 && !name.is_empty() {
+                let _ = notifier.inval_entry(INodeNo(*parent), OsStr::new(name));
+            }
+            let _ = notifier.inval_inode(INodeNo(*ino), 0, -1);
+        }
+        let _ = notifier.inval_inode(INodeNo(ROOT_INO), 0, 0);
+        tracing::debug!(
+            entries = targets.len(),
+            "kernel caches of the view invalidated"
+        );
+    }
+}
