@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""W7 helper: write or read one Zarr array with zarr-python 3 on one store.
+
+    zarr_e2e.py write|read plain|zarrfs|icechunk PATH --array NAME
+                --shape R,C --chunks R,C
+
+Stores:
+  plain     zarr.storage.LocalStore(PATH) on a plain directory
+  zarrfs    zarr.storage.LocalStore(PATH) where PATH is a zarrfs mount;
+            a write is followed by a commit (echo msg > PATH/.zarrfs/commit)
+  icechunk  icechunk.local_filesystem_storage(PATH): the repository is
+            opened (or created) before the clock starts; the timed part is
+            repo.writable_session("main"), the write, session.commit(...)
+            (reads: repo.readonly_session(branch="main"))
+
+The array is float32, uncompressed (compressors=None: the comparison is
+about the store, and random data does not compress anyway), filled from a
+seeded random generator before the clock starts. A write times
+create_array + arr[:] = data (+ the commit); a read times open_array +
+arr[:] and checks the values against the same generator.
+
+Prints one JSON object: seconds, bytes, chunks, and the split of a write
+into write_seconds and commit_seconds.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import zarr
+
+
+def data_for(shape):
+    return np.random.default_rng(7).random(shape, dtype=np.float32)
+
+
+def commit_zarrfs(mount, message):
+    fd = os.open(os.path.join(mount, ".zarrfs", "commit"), os.O_WRONLY)
+    try:
+        os.write(fd, message.encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("op", choices=["write", "read"])
+    p.add_argument("store", choices=["plain", "zarrfs", "icechunk"])
+    p.add_argument("path")
+    p.add_argument("--array", required=True)
+    p.add_argument("--shape", required=True)
+    p.add_argument("--chunks", required=True)
+    args = p.parse_args()
+    shape = tuple(int(x) for x in args.shape.split(","))
+    chunks = tuple(int(x) for x in args.chunks.split(","))
+    nchunks = math.prod(-(-s // c) for s, c in zip(shape, chunks))
+    expected = data_for(shape)
+
+    repo = None
+    if args.store == "icechunk":
+        import icechunk
+
+        storage = icechunk.local_filesystem_storage(args.path)
+        repo = icechunk.Repository.open_or_create(storage)
+
+    commit_seconds = 0.0
+    if args.op == "write":
+        start = time.perf_counter()
+        session = None
+        if repo is not None:
+            session = repo.writable_session("main")
+            store = session.store
+        else:
+            store = zarr.storage.LocalStore(args.path)
+        arr = zarr.create_array(
+            store,
+            name=args.array,
+            shape=shape,
+            chunks=chunks,
+            dtype="float32",
+            compressors=None,
+            fill_value=0.0,
+        )
+        arr[:] = expected
+        written = time.perf_counter()
+        if session is not None:
+            session.commit(f"bench: write {args.array}")
+        elif args.store == "zarrfs":
+            commit_zarrfs(args.path, f"bench: write {args.array}")
+        end = time.perf_counter()
+        commit_seconds = end - written
+    else:
+        start = time.perf_counter()
+        if repo is not None:
+            store = repo.readonly_session(branch="main").store
+        else:
+            store = zarr.storage.LocalStore(args.path, read_only=True)
+        arr = zarr.open_array(store, path=args.array, mode="r")
+        got = arr[:]
+        end = time.perf_counter()
+        if not np.array_equal(got, expected):
+            raise SystemExit(f"zarr_e2e.py: {args.store}: read back different values")
+
+    print(json.dumps({
+        "seconds": end - start,
+        "write_seconds": end - start - commit_seconds,
+        "commit_seconds": commit_seconds,
+        "bytes": expected.nbytes,
+        "chunks": nchunks,
+    }))
+
+
+if __name__ == "__main__":
+    main()
