@@ -559,11 +559,7 @@ impl Fs {
         let from_path = self.child_path(parent, name)?;
         let to_path = self.child_path(new_parent, new_name)?;
         let from = self.view_path(&from_path)?;
-        let to = match self.view_path(&to_path) {
-            Ok(to) => to,
-            Err(FsError(libc::EPERM | libc::EROFS)) => return err(libc::EXDEV),
-            Err(e) => return Err(e),
-        };
+        let to = self.view_target(&to_path)?;
         {
             let mut session = self.session_write();
             if flags & libc::RENAME_NOREPLACE != 0 && session.stat(to)?.is_some() {
@@ -573,6 +569,15 @@ impl Fs {
         }
         lock(&self.inodes).rename(&from_path, &to_path);
         Ok(())
+    }
+
+    /// The view path a rename or link goes to: one into `.zarrfs/` leaves
+    /// the view, which is EXDEV, as between two filesystems.
+    fn view_target<'a>(&self, path: &'a str) -> FsResult<&'a str> {
+        match self.view_path(path) {
+            Err(FsError(libc::EPERM | libc::EROFS)) => err(libc::EXDEV),
+            other => other,
+        }
     }
 
     /// link(2): the new name is a copy (the repository has no hard links).
@@ -585,11 +590,7 @@ impl Fs {
         let from_path = self.path_of(ino)?;
         let to_path = self.child_path(new_parent, new_name)?;
         let from = self.view_path(&from_path)?;
-        let to = match self.view_path(&to_path) {
-            Ok(to) => to,
-            Err(FsError(libc::EPERM | libc::EROFS)) => return err(libc::EXDEV),
-            Err(e) => return Err(e),
-        };
+        let to = self.view_target(&to_path)?;
         self.session_write().link(from, to)?;
         self.entry_of_path(&to_path)
     }

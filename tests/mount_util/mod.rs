@@ -83,13 +83,7 @@ impl Mount {
             text(&out.stdout),
             text(&out.stderr)
         );
-        let status = std::fs::read_to_string(mountpoint.join(".zarrfs/status.json")).unwrap();
-        let value: serde_json::Value = serde_json::from_str(&status).unwrap();
-        Mount {
-            path: mountpoint,
-            repo: repo.to_owned(),
-            pid: value["pid"].as_i64().unwrap() as i32,
-        }
+        Mount::new_existing(repo, &mountpoint)
     }
 
     /// Take charge of a mount made by the caller (to unmount it on drop).
