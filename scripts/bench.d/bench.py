@@ -30,6 +30,8 @@ import signal
 import statistics
 import subprocess
 import sys
+
+import committer  # this folder: the committing of W5 and W6's children too
 import time
 from dataclasses import dataclass, asdict
 
@@ -278,18 +280,10 @@ class Bench:
     def commit(self, mp, message):
         """Commit as `echo message > MP/.zarrfs/commit` does (open, one
         write, close); return seconds. Raises Abort on failure."""
-        control = os.path.join(mp, ".zarrfs", "commit")
-        start = time.perf_counter()
-        try:
-            fd = os.open(control, os.O_WRONLY)
-            try:
-                os.write(fd, message.encode() + b"\n")
-            finally:
-                os.close(fd)
-        except OSError as e:
-            with open(control) as f:
-                raise Abort(f"commit in {mp} failed: {e.strerror}: {f.read().strip()}")
-        return time.perf_counter() - start
+        seconds, error = committer.commit(mp, message)
+        if error is not None:
+            raise Abort(f"commit in {mp} failed: {error}")
+        return seconds
 
     def drop_caches(self):
         os.sync()
