@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Above this many files to make durable, one `syncfs(2)` is cheaper than
 /// an `fsync(2)` per file.
-const SYNCFS_THRESHOLD: usize = 64;
+pub const SYNCFS_THRESHOLD: usize = 64;
 
 /// A directory holding the repository's files.
 #[derive(Debug)]
@@ -171,12 +171,7 @@ impl Storage {
             return Ok(());
         }
         if keys.len() > SYNCFS_THRESHOLD {
-            let dir = File::open(&self.root)?;
-            // SAFETY: syncfs takes a valid open descriptor and nothing else.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            return Ok(());
+            return self.sync_filesystem();
         }
         let mut dirs = std::collections::BTreeSet::new();
         for key in keys {
@@ -188,6 +183,16 @@ impl Storage {
         }
         for dir in dirs {
             sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Make everything written to the repository's filesystem durable.
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        let dir = File::open(&self.root)?;
+        // SAFETY: syncfs takes a valid open descriptor and nothing else.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

@@ -124,14 +124,15 @@ fn committing_one_file_in_a_repository_of_100000_writes_a_few_small_objects() {
         })
         .collect();
     let base = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    let changes = repo.put_change_list(&changes, &mut batch).unwrap();
     repo.commit(CommitRequest {
         branch: DEFAULT_BRANCH,
         base,
-        changes: &changes,
+        changes,
         author: "bulk",
         message: "100,000 chunks",
         session: "bulk",
-        written: batch.keys,
+        written: batch,
     })
     .unwrap();
 

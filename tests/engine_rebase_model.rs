@@ -112,6 +112,8 @@ fn commit(
     base: zarrfs::repo::CommitId,
     changes: &[(String, Change)],
 ) -> Result<zarrfs::repo::CommitId, CommitError> {
+    let mut written = WriteBatch::default();
+    let changes = repo.put_change_list(changes, &mut written)?;
     repo.commit(CommitRequest {
         branch: DEFAULT_BRANCH,
         base,
@@ -119,7 +121,7 @@ fn commit(
         author: "model",
         message: "model",
         session: "model",
-        written: vec![],
+        written,
     })
     .map(|o| o.id)
 }

@@ -330,7 +330,8 @@ class Bench:
         W4a: the commit of W2's 100,000 new files: each W2 repetition
           writes a new directory tree and commits it at once (no sync
           before: the commit makes the new files' data durable, as it
-          would for a user).
+          would for a user). Its reference is the floor of any durable
+          commit: sync(2) right after the plain side's W2 writes.
         W3 reads: W1's and W2's files read back after a fresh mount, vs
           the plain directory; page cache dropped before each side.
         Each of W1, W2, W3 runs `reps` times, alternating which side goes
@@ -356,6 +357,7 @@ class Bench:
             commit finds it). Returns times per side and commit times."""
             times = {"plain": [], "zarrfs": []}
             commits = []
+            syncs = []
             for rep in range(s.reps):
                 for side, root in sides(rep):
                     os.sync()
@@ -364,7 +366,11 @@ class Bench:
                                    dirs=dirs, per_dir=per_dir, size=size)
                     times[side].append(r["seconds"])
                     if side == "plain":
-                        self.note(f"{key.upper()} rep {rep} plain: {r['seconds']:.3f} s")
+                        t0 = time.perf_counter()
+                        os.sync()
+                        syncs.append(time.perf_counter() - t0)
+                        self.note(f"{key.upper()} rep {rep} plain: {r['seconds']:.3f} s, "
+                                  f"then sync: {syncs[-1]:.3f} s")
                         continue
                     cpu1 = cpu_seconds(pid)
                     self.hwm = max(self.hwm, hwm_mib(pid))
@@ -373,13 +379,13 @@ class Bench:
                     self.note(f"{key.upper()} rep {rep} zarrfs: {r['seconds']:.3f} s, daemon CPU "
                               f"{cpu1 - cpu0:.2f} s; then commit of {r['files']} files: {t:.3f} s, "
                               f"daemon CPU {cpu_seconds(pid) - cpu1:.2f} s")
-            return times, commits
+            return times, commits, syncs
 
         # -- W1: a daemon of its own.
         self.say(f"W1: {s.w1_files} files of {s.w1_size // KiB} KiB, {s.reps} repetition(s)")
         pid = self.mount(repo, mp)
         self.hwm = 0.0
-        w1, _ = write_reps("w1", 1, s.w1_files, s.w1_size, pid)
+        w1, _, _ = write_reps("w1", 1, s.w1_files, s.w1_size, pid)
         self.note(f"daemon VmHWM after W1: {hwm_mib(pid):.0f} MiB")
         self.umount(mp)
         w1_bytes = s.w1_files * s.w1_size
@@ -391,7 +397,7 @@ class Bench:
         self.say(f"W2/W4a: {n2} files of {s.w2_size // KiB} KiB in {s.w2_dirs} dirs, {s.reps} repetition(s)")
         pid = self.mount(repo, mp)
         self.hwm = 0.0
-        w2, w4a = write_reps("w2", s.w2_dirs, s.w2_per_dir, s.w2_size, pid)
+        w2, w4a, w2_syncs = write_reps("w2", s.w2_dirs, s.w2_per_dir, s.w2_size, pid)
         hwm_w2 = self.hwm
         hwm_w4a = hwm_mib(pid)
         self.umount(mp)
@@ -423,7 +429,9 @@ class Bench:
                        "plain dir; fresh mount, caches dropped")
         self.max_time_row(f"W4a commit {n2} new files", median(w4a), 0.25,
                           note="median of " + ", ".join(f"{t:.3f}" for t in w4a)
-                          + " s; each right after its files were written, no sync before")
+                          + " s; each right after its files were written, no sync before",
+                          ref=median(w2_syncs),
+                          reference="sync(2) right after the plain dir's W2 writes")
         self.memory_row("MEM daemon, W2 writes", hwm_w2)
         self.memory_row("MEM daemon, W2 writes + W4a commits", hwm_w4a)
 

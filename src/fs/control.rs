@@ -9,9 +9,10 @@
 //! .zarrfs/branches/NAME/...   .zarrfs/tags/NAME/...   .zarrfs/commits/ID/...
 //! ```
 
-use std::io;
+use std::io::{self, Write};
 use std::time::Instant;
 
+use super::control_output::{ControlOutput, OutputWriter};
 use super::core::{Fs, FsOptions, FsResult, err, lock};
 use crate::repo::{CommitError, CommitId, Repo};
 use crate::session::{Result as SessionResult, Session, SessionError, StatusKind};
@@ -197,47 +198,51 @@ pub fn history_commit(repo: &Repo, kind: RefKind, name: &str) -> io::Result<Opti
 }
 
 /// `.zarrfs/status`, in the seed's shape.
-pub fn status_text(session: &mut Session) -> SessionResult<String> {
-    let changes = session.status()?;
+pub fn status_text(session: &mut Session, out: &mut dyn Write) -> SessionResult<()> {
     let info = session.info().clone();
-    let mut out = format!(
+    write!(
+        out,
         "Using repo {}\nSession {} started at {}\n",
         session.repo().path().display(),
         info.id,
         info.started_at
-    );
+    )?;
     match &info.branch {
-        Some(branch) => out.push_str(&format!("On branch {branch}\n")),
-        None => out.push_str(&format!("At commit {} (no branch)\n", info.base)),
+        Some(branch) => writeln!(out, "On branch {branch}\n")?,
+        None => writeln!(out, "At commit {} (no branch)\n", info.base)?,
     }
-    out.push('\n');
-    if changes.is_empty() {
-        out.push_str("No changes in current session\n");
-    } else {
-        out.push_str("paths modified in session\n\n");
-        for change in &changes {
-            let letter = match change.kind {
-                StatusKind::Added => 'A',
-                StatusKind::Modified => 'M',
-                StatusKind::Deleted => 'D',
-            };
-            let marker = if change.metadata { "[M]" } else { "[C]" };
-            let slash = if change.is_dir { "/" } else { "" };
-            out.push_str(&format!("  {letter} {marker} {}{slash}\n", change.path));
+    let mut any = false;
+    session.status_each(&mut |change| {
+        if !any {
+            out.write_all(b"paths modified in session\n\n")?;
+            any = true;
         }
+        let letter = match change.kind {
+            StatusKind::Added => 'A',
+            StatusKind::Modified => 'M',
+            StatusKind::Deleted => 'D',
+        };
+        let marker = if change.metadata { "[M]" } else { "[C]" };
+        let slash = if change.is_dir { "/" } else { "" };
+        writeln!(out, "  {letter} {marker} {}{slash}", change.path)?;
+        Ok(())
+    })?;
+    if !any {
+        out.write_all(b"No changes in current session\n")?;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// `.zarrfs/status.json`.
+/// `.zarrfs/status.json`: the session's description, and its changes
+/// written one by one as they are found.
 pub fn status_json(
     session: &mut Session,
     options: &FsOptions,
     passthrough: bool,
-) -> SessionResult<String> {
-    let changes = session.status()?;
+    out: &mut dyn Write,
+) -> SessionResult<()> {
     let info = session.info().clone();
-    let value = serde_json::json!({
+    let description = serde_json::json!({
         "repo": session.repo().path().display().to_string(),
         "session": info.id,
         "started_at": info.started_at,
@@ -249,12 +254,20 @@ pub fn status_json(
         "pid": std::process::id(),
         "log": options.log,
         "passthrough": passthrough,
-        "changes": changes,
     });
-    Ok(format!(
-        "{}\n",
-        serde_json::to_string_pretty(&value).unwrap()
-    ))
+    let text = serde_json::to_string_pretty(&description).unwrap();
+    // Reopen the object to add the changes, the one long member.
+    out.write_all(text.trim_end_matches('}').trim_end().as_bytes())?;
+    out.write_all(b",\n  \"changes\": [")?;
+    let mut first = true;
+    session.status_each(&mut |change| {
+        out.write_all(if first { b"\n    " } else { b",\n    " })?;
+        first = false;
+        serde_json::to_writer(&mut *out, &change).map_err(io::Error::from)?;
+        Ok(())
+    })?;
+    out.write_all(if first { b"]\n}\n" } else { b"\n  ]\n}\n" })?;
+    Ok(())
 }
 
 /// Where the log starts: the branch tip, or the base when detached.
@@ -268,26 +281,23 @@ pub fn log_start(session: &Session) -> io::Result<CommitId> {
 }
 
 /// `.zarrfs/log`, newest first, as `zarrfs log` prints it.
-pub fn log_text(repo: &Repo, start: CommitId) -> io::Result<String> {
-    let mut out = String::new();
+pub fn log_text(repo: &Repo, start: CommitId, out: &mut dyn Write) -> io::Result<()> {
     for entry in repo.log(start) {
         let (id, commit) = entry?;
-        out.push_str(&crate::cli::format_log_entry(&id.to_hex(), &commit));
+        out.write_all(crate::cli::format_log_entry(&id.to_hex(), &commit).as_bytes())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `.zarrfs/log.json`.
-pub fn log_json(repo: &Repo, start: CommitId) -> io::Result<String> {
-    let mut records = Vec::new();
-    for entry in repo.log(start) {
+pub fn log_json(repo: &Repo, start: CommitId, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, entry) in repo.log(start).enumerate() {
         let (id, commit) = entry?;
-        records.push(commit.summary_json(id));
+        out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+        serde_json::to_writer(&mut *out, &commit.summary_json(id)).map_err(io::Error::from)?;
     }
-    Ok(format!(
-        "{}\n",
-        serde_json::to_string_pretty(&records).unwrap()
-    ))
+    out.write_all(b"\n]\n")
 }
 
 /// The message of a write to `.zarrfs/commit`: a JSON object's
@@ -306,25 +316,15 @@ pub fn commit_message(data: &[u8]) -> String {
 
 impl Fs {
     /// What reading a control file gives now.
-    pub(super) fn control_content(&self, file: ControlFile) -> FsResult<Vec<u8>> {
+    pub(super) fn control_content(&self, file: ControlFile) -> FsResult<ControlOutput> {
         let text = match file {
-            ControlFile::Status => status_text(&mut self.session_write())?,
-            ControlFile::StatusJson => status_json(
-                &mut self.session_write(),
-                &self.options,
-                self.backings.enabled(),
-            )?,
+            ControlFile::Status
+            | ControlFile::StatusJson
+            | ControlFile::Log
+            | ControlFile::LogJson => return self.long_control_content(file),
             ControlFile::Commit => lock(&self.last_commit).clone(),
             ControlFile::Checkout => format!("{}\n", self.session_read().base()),
             ControlFile::Discard => String::new(),
-            ControlFile::Log => {
-                let start = log_start(&self.session_read())?;
-                log_text(&self.repo, start)?
-            }
-            ControlFile::LogJson => {
-                let start = log_start(&self.session_read())?;
-                log_json(&self.repo, start)?
-            }
             ControlFile::Session => format!("{}\n", self.session_read().id()),
             // Read without the session lock, which a running commit holds.
             ControlFile::Progress => match *lock(&self.commit_progress) {
@@ -332,7 +332,32 @@ impl Fs {
                 None => String::new(),
             },
         };
-        Ok(text.into_bytes())
+        Ok(text.into())
+    }
+
+    /// The control files whose length grows with the session or the
+    /// history.
+    fn long_control_content(&self, file: ControlFile) -> FsResult<ControlOutput> {
+        let tmp_dir = self.repo.path().join("tmp");
+        let mut out = OutputWriter::new(&tmp_dir);
+        match file {
+            ControlFile::Status => status_text(&mut self.session_write(), &mut out)?,
+            ControlFile::StatusJson => status_json(
+                &mut self.session_write(),
+                &self.options,
+                self.backings.enabled(),
+                &mut out,
+            )?,
+            ControlFile::Log => {
+                let start = log_start(&self.session_read())?;
+                log_text(&self.repo, start, &mut out)?
+            }
+            _ => {
+                let start = log_start(&self.session_read())?;
+                log_json(&self.repo, start, &mut out)?
+            }
+        }
+        Ok(out.finish()?)
     }
 
     /// The action of a write to a control file; its outcome is the
@@ -424,7 +449,7 @@ impl Fs {
         let mut session = self.session_write();
         // Refuse any checkout while there are changes, as the contract
         // says (Session::checkout does too; this logs it).
-        if !session.status()?.is_empty() {
+        if session.has_changes()? {
             tracing::warn!(
                 target = ?target,
                 session = %session.id(),

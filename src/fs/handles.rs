@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLockReadGuard};
 use fuser::FileAttr;
 
 use super::control::{self, ControlFile, Node};
+use super::control_output::ControlOutput;
 use super::core::{DirEntry, Fs, FsError, FsResult, err, lock};
 use super::passthrough::{BackingCandidate, BackingKey};
 use crate::repo::EntryKind;
@@ -37,12 +38,12 @@ pub(super) enum Handle {
         append: bool,
         state: Mutex<WriteState>,
     },
-    /// A control file: reads come from `content`, taken at open and
-    /// again at each read from offset 0.
+    /// A control file: reads come from `content`, made at the first read
+    /// and again at each read from offset 0.
     Control {
         ino: u64,
         file: ControlFile,
-        content: Mutex<Vec<u8>>,
+        content: Mutex<Option<ControlOutput>>,
     },
     /// A directory: its listing, taken at opendir and at rewinddir.
     Dir {
@@ -256,15 +257,10 @@ impl Fs {
                 if writing && !file.writable() {
                     return err(libc::EACCES);
                 }
-                let content = if flags & libc::O_ACCMODE == libc::O_WRONLY {
-                    Vec::new()
-                } else {
-                    self.control_content(file)?
-                };
                 let fh = self.insert_handle(Handle::Control {
                     ino,
                     file,
-                    content: Mutex::new(content),
+                    content: Mutex::new(None),
                 });
                 Ok(Opened {
                     fh,
@@ -396,12 +392,11 @@ impl Fs {
             }
             Handle::Control { file, content, .. } => {
                 let mut content = lock(content);
-                if offset == 0 {
-                    *content = self.control_content(*file)?;
-                }
-                let start = (offset as usize).min(content.len());
-                let end = (start + size as usize).min(content.len());
-                Ok(content[start..end].to_vec())
+                let content = match &mut *content {
+                    Some(made) if offset > 0 => made,
+                    content => content.insert(self.control_content(*file)?),
+                };
+                Ok(content.read_at(offset, size)?)
             }
             Handle::Dir { .. } => err(libc::EISDIR),
         }

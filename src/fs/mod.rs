@@ -22,6 +22,7 @@
 //! mount supports and which errno it answers otherwise.
 
 pub mod control;
+mod control_output;
 pub mod core;
 pub mod daemon;
 pub mod fuse;

@@ -57,34 +57,192 @@ impl Commit {
     }
 }
 
-pub fn encode_change_list(changes: &[(String, Change)]) -> Vec<u8> {
-    let records: Vec<ChangeRecord> = changes
-        .iter()
-        .map(|(path, change)| ChangeRecord {
-            path: path.clone(),
-            change: change.clone(),
-        })
-        .collect();
-    serde_json::to_vec(&records).expect("change lists serialize")
+/// Most records in one page of a change list.
+pub const CHANGE_LIST_PAGE: usize = 8192;
+
+/// A change list in the object store: one page (a JSON array of records)
+/// when it is short, else an index of its pages, so that neither writing
+/// nor reading a list of a million changes holds it in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeList {
+    pub id: ObjectId,
+    pub count: u64,
 }
 
+#[derive(Serialize, Deserialize)]
+struct PageIndex {
+    pages: Vec<PageRef>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PageRef {
+    /// The first path in the page.
+    first: String,
+    count: u64,
+    id: ObjectId,
+}
+
+/// Writes a change list page by page. Paths come in increasing order.
+pub struct ChangeListWriter<'a> {
+    objects: &'a Objects,
+    page: Vec<ChangeRecord>,
+    pages: Vec<PageRef>,
+    /// The last path of the pages written.
+    last_written: Option<String>,
+    count: u64,
+}
+
+impl<'a> ChangeListWriter<'a> {
+    pub fn new(objects: &'a Objects) -> ChangeListWriter<'a> {
+        ChangeListWriter {
+            objects,
+            page: Vec::new(),
+            pages: Vec::new(),
+            last_written: None,
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, path: String, change: Change, batch: &mut WriteBatch) -> io::Result<()> {
+        let last = self
+            .page
+            .last()
+            .map(|r| r.path.as_str())
+            .or(self.last_written.as_deref());
+        if let Some(last) = last
+            && last >= path.as_str()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("change list out of order: '{path}' after '{last}'"),
+            ));
+        }
+        self.page.push(ChangeRecord { path, change });
+        self.count += 1;
+        if self.page.len() >= CHANGE_LIST_PAGE {
+            self.write_page(batch)?;
+        }
+        Ok(())
+    }
+
+    fn write_page(&mut self, batch: &mut WriteBatch) -> io::Result<()> {
+        let page = std::mem::take(&mut self.page);
+        let id = self.objects.put(&encode_page(&page), batch)?;
+        self.pages.push(PageRef {
+            first: page[0].path.clone(),
+            count: page.len() as u64,
+            id,
+        });
+        self.last_written = page.into_iter().next_back().map(|r| r.path);
+        Ok(())
+    }
+
+    pub fn finish(mut self, batch: &mut WriteBatch) -> io::Result<ChangeList> {
+        let id = if self.pages.is_empty() {
+            self.objects.put(&encode_page(&self.page), batch)?
+        } else {
+            if !self.page.is_empty() {
+                self.write_page(batch)?;
+            }
+            let index = PageIndex { pages: self.pages };
+            let bytes = serde_json::to_vec(&index).expect("change list indexes serialize");
+            self.objects.put(&bytes, batch)?
+        };
+        Ok(ChangeList {
+            id,
+            count: self.count,
+        })
+    }
+}
+
+fn encode_page(records: &[ChangeRecord]) -> Vec<u8> {
+    serde_json::to_vec(records).expect("change lists serialize")
+}
+
+/// Write a change list of changes in any order.
 pub fn put_change_list(
     objects: &Objects,
     changes: &[(String, Change)],
     batch: &mut WriteBatch,
-) -> io::Result<ObjectId> {
-    objects.put(&encode_change_list(changes), batch)
+) -> io::Result<ChangeList> {
+    let mut sorted: Vec<&(String, Change)> = changes.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut writer = ChangeListWriter::new(objects);
+    for (path, change) in sorted {
+        writer.push(path.clone(), change.clone(), batch)?;
+    }
+    writer.finish(batch)
 }
 
-pub fn get_change_list(objects: &Objects, id: ObjectId) -> io::Result<Vec<(String, Change)>> {
-    let bytes = objects.get(id)?;
-    let records: Vec<ChangeRecord> = serde_json::from_slice(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("change list {id} is corrupt: {e}"),
+/// The pages of a change list, in path order, each read when it is
+/// reached.
+pub struct ChangePages<'a> {
+    objects: &'a Objects,
+    list: ObjectId,
+    /// A one-page list's records, or the page ids still to read.
+    first: Option<Vec<(String, Change)>>,
+    pages: std::vec::IntoIter<ObjectId>,
+}
+
+impl<'a> ChangePages<'a> {
+    pub fn open(objects: &'a Objects, list: ObjectId) -> io::Result<ChangePages<'a>> {
+        let bytes = objects.get(list)?;
+        let (first, pages) = if bytes.trim_ascii_start().starts_with(b"[") {
+            (Some(decode_page(list, &bytes)?), vec![])
+        } else {
+            let index: PageIndex = serde_json::from_slice(&bytes).map_err(|e| corrupt(list, e))?;
+            (None, index.pages.into_iter().map(|p| p.id).collect())
+        };
+        Ok(ChangePages {
+            objects,
+            list,
+            first,
+            pages: pages.into_iter(),
+        })
+    }
+
+    /// The ids of the page objects (none for a one-page list).
+    pub fn page_ids(&self) -> &[ObjectId] {
+        self.pages.as_slice()
+    }
+}
+
+impl Iterator for ChangePages<'_> {
+    type Item = io::Result<Vec<(String, Change)>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        let id = self.pages.next()?;
+        Some(
+            self.objects
+                .get(id)
+                .and_then(|bytes| decode_page(id, &bytes))
+                .map_err(|e| io::Error::new(e.kind(), format!("change list {}: {e}", self.list))),
         )
-    })?;
+    }
+}
+
+fn decode_page(id: ObjectId, bytes: &[u8]) -> io::Result<Vec<(String, Change)>> {
+    let records: Vec<ChangeRecord> = serde_json::from_slice(bytes).map_err(|e| corrupt(id, e))?;
     Ok(records.into_iter().map(|r| (r.path, r.change)).collect())
+}
+
+fn corrupt(id: ObjectId, e: serde_json::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("change list {id} is corrupt: {e}"),
+    )
+}
+
+/// A whole change list; for short lists and tools.
+pub fn get_change_list(objects: &Objects, id: ObjectId) -> io::Result<Vec<(String, Change)>> {
+    let mut out = Vec::new();
+    for page in ChangePages::open(objects, id)? {
+        out.extend(page?);
+    }
+    Ok(out)
 }
 
 /// The current time as RFC 3339 with microseconds, UTC.

@@ -11,7 +11,7 @@ use std::ops::Bound;
 use super::tree::Change;
 
 /// One reason why two sets of changes cannot both stand.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Conflict {
     /// Both sides changed this path.
     SamePath { path: String },
@@ -76,29 +76,93 @@ impl ChangedPaths {
 /// Every conflict between our changes and theirs; empty if ours can be
 /// rebased onto theirs. Costs O((|ours| + |theirs|) log).
 pub fn find_conflicts(ours: &ChangedPaths, theirs: &ChangedPaths) -> Vec<Conflict> {
-    let mut conflicts = Vec::new();
+    let mut finder = ConflictFinder::new(theirs, Side::Theirs);
     for (path, &destructive) in &ours.paths {
-        if theirs.paths.contains_key(path) {
-            conflicts.push(Conflict::SamePath { path: path.clone() });
-        } else if destructive && let Some(below) = theirs.first_below(path) {
-            conflicts.push(Conflict::OursReplacedDirectory {
-                dir: path.clone(),
-                theirs: below.to_owned(),
+        finder.check(path, destructive);
+    }
+    finder.finish()
+}
+
+/// Which side of a rebase a set of changes is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The session being committed.
+    Ours,
+    /// The commits that landed since its base.
+    Theirs,
+}
+
+/// Finds the conflicts between one side's changes, held in memory, and
+/// the other side's, streamed past them in any order: memory grows with
+/// the held side only, so a commit holds whichever side is smaller.
+pub struct ConflictFinder<'a> {
+    held: &'a ChangedPaths,
+    held_side: Side,
+    conflicts: Vec<Conflict>,
+    /// Held paths the streamed side changed too.
+    both: std::collections::HashSet<String>,
+    /// Held destructive paths with streamed paths below them, and the
+    /// smallest such path.
+    replaced: BTreeMap<String, String>,
+}
+
+impl<'a> ConflictFinder<'a> {
+    pub fn new(held: &'a ChangedPaths, held_side: Side) -> ConflictFinder<'a> {
+        ConflictFinder {
+            held,
+            held_side,
+            conflicts: Vec::new(),
+            both: Default::default(),
+            replaced: BTreeMap::new(),
+        }
+    }
+
+    /// Check one change of the streamed side.
+    pub fn check(&mut self, path: &str, destructive: bool) {
+        for (i, _) in path.match_indices('/') {
+            let dir = &path[..i];
+            if self.held.paths.get(dir) == Some(&true) {
+                match self.replaced.get_mut(dir) {
+                    Some(below) if below.as_str() <= path => {}
+                    Some(below) => *below = path.to_owned(),
+                    None => {
+                        self.replaced.insert(dir.to_owned(), path.to_owned());
+                    }
+                }
+            }
+        }
+        if self.held.paths.contains_key(path) {
+            if self.both.insert(path.to_owned()) {
+                self.conflicts.push(Conflict::SamePath {
+                    path: path.to_owned(),
+                });
+            }
+        } else if destructive && let Some(below) = self.held.first_below(path) {
+            let (dir, below) = (path.to_owned(), below.to_owned());
+            self.conflicts.push(match self.held_side {
+                Side::Theirs => Conflict::OursReplacedDirectory { dir, theirs: below },
+                Side::Ours => Conflict::TheirsReplacedDirectory { dir, ours: below },
             });
         }
     }
-    for (path, &destructive) in &theirs.paths {
-        if destructive
-            && !ours.paths.contains_key(path)
-            && let Some(below) = ours.first_below(path)
-        {
-            conflicts.push(Conflict::TheirsReplacedDirectory {
-                dir: path.clone(),
-                ours: below.to_owned(),
+
+    /// Every conflict found, sorted.
+    pub fn finish(mut self) -> Vec<Conflict> {
+        for (dir, below) in std::mem::take(&mut self.replaced) {
+            // Both sides changing the directory itself is a conflict of
+            // its own already.
+            if self.both.contains(&dir) {
+                continue;
+            }
+            self.conflicts.push(match self.held_side {
+                Side::Ours => Conflict::OursReplacedDirectory { dir, theirs: below },
+                Side::Theirs => Conflict::TheirsReplacedDirectory { dir, ours: below },
             });
         }
+        self.conflicts.sort();
+        self.conflicts.dedup();
+        self.conflicts
     }
-    conflicts
 }
 
 /// Most paths an error lists before "and N more".
@@ -214,5 +278,30 @@ mod tests {
         let set = ChangedPaths::from_changes(&changes);
         let message = conflict_message("b", "main", &find_conflicts(&set, &set));
         assert!(message.ends_with("'c/09'] and 5 more"), "{message}");
+    }
+    #[test]
+    fn holding_either_side_finds_the_same_conflicts() {
+        let delete = |p: &str| (p.to_owned(), Change::Delete);
+        type Changes = Vec<(String, Change)>;
+        let cases: Vec<(Changes, Changes)> = vec![
+            (vec![delete("a")], vec![put("a/b"), put("a/c"), put("a.b")]),
+            (vec![put("a/b"), put("x")], vec![delete("a"), put("x")]),
+            (vec![delete("a"), put("a/b")], vec![put("a/c"), delete("a")]),
+            (vec![put("d/e/f")], vec![delete("d"), delete("d/e")]),
+        ];
+        for (ours, theirs) in cases {
+            let (o, t) = (
+                ChangedPaths::from_changes(&ours),
+                ChangedPaths::from_changes(&theirs),
+            );
+            let mut holding_ours = ConflictFinder::new(&o, Side::Ours);
+            // Streamed in reverse, as several commits' lists may come.
+            for (path, change) in theirs.iter().rev() {
+                holding_ours.check(path, change.is_destructive());
+            }
+            let found = holding_ours.finish();
+            assert!(!found.is_empty(), "{ours:?} / {theirs:?}");
+            assert_eq!(found, find_conflicts(&o, &t), "{ours:?} / {theirs:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io;
 
 use super::Repo;
-use super::commit::get_change_list;
+use super::commit::ChangePages;
 use super::object::{CommitId, ObjectId};
 use super::tree::Node;
 
@@ -97,13 +97,37 @@ impl Checker<'_> {
                 }
             };
             self.check_tree(id, record.tree)?;
-            if self.check_object(&format!("commit {id}'s change list"), record.changes)?
-                && let Err(e) = get_change_list(self.repo.objects(), record.changes)
-            {
-                self.problem(format!("commit {id}: {e}"));
-            }
+            self.check_change_list(id, record.changes)?;
             referrer = format!("commit {id}");
             next = record.parent();
+        }
+        Ok(())
+    }
+
+    /// Check a commit's change list: its object, and each of its pages.
+    fn check_change_list(&mut self, commit: CommitId, list: ObjectId) -> io::Result<()> {
+        let what = format!("commit {commit}'s change list");
+        if !self.check_object(&what, list)? {
+            return Ok(());
+        }
+        let pages = match ChangePages::open(self.repo.objects(), list) {
+            Ok(pages) => pages,
+            Err(e) => {
+                self.problem(format!("commit {commit}: {e}"));
+                return Ok(());
+            }
+        };
+        for &page in pages.page_ids() {
+            self.report.objects += 1;
+            if !self.check_object(&format!("{what}, page {page}"), page)? {
+                return Ok(());
+            }
+        }
+        for page in pages {
+            if let Err(e) = page {
+                self.problem(format!("commit {commit}: {e}"));
+                return Ok(());
+            }
         }
         Ok(())
     }

@@ -33,14 +33,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use commit::Commit;
+pub use commit::{ChangeList, ChangeListWriter, Commit};
 pub use conflict::Conflict;
 pub use object::{CommitId, ObjectId, Objects, WriteBatch};
 pub use refs::{BranchTip, RefError, Refs};
 pub use tree::{Change, DiffKind, Entry, EntryKind, Trees};
 
 use crate::storage::Storage;
-use conflict::ChangedPaths;
+use commit::ChangePages;
+use conflict::{ChangedPaths, ConflictFinder, Side};
 
 /// The file that marks a directory as a repository.
 pub const FORMAT_FILE: &str = "zarrfs.json";
@@ -53,6 +54,10 @@ pub const DEFAULT_BRANCH: &str = "main";
 const MAX_COMMIT_ATTEMPTS: u32 = 200;
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
+/// How many changes a commit applies to its tree at a time: applying a
+/// long change list in slices bounds memory and rewrites only the few
+/// nodes that two slices share.
+const APPLY_SLICE: usize = 16_384;
 
 #[derive(Serialize, Deserialize)]
 struct FormatRecord {
@@ -114,13 +119,15 @@ pub enum CommitError {
 pub struct CommitRequest<'a> {
     pub branch: &'a str,
     pub base: CommitId,
-    pub changes: &'a [(String, Change)],
+    /// The changes, already written as a change list
+    /// ([`commit::ChangeListWriter`], or [`Repo::put_change_list`]).
+    pub changes: ChangeList,
     pub author: &'a str,
     pub message: &'a str,
     pub session: &'a str,
-    /// Objects the caller wrote for this commit (blobs), to be made
-    /// durable with it.
-    pub written: Vec<String>,
+    /// Everything the caller wrote for this commit (blobs, the change
+    /// list), to be made durable with it.
+    pub written: WriteBatch,
 }
 
 /// A commit that landed.
@@ -189,13 +196,13 @@ impl Repo {
                 author: "zarrfs".into(),
                 date: commit::now_rfc3339(),
                 message: "Repository created".into(),
-                changes,
+                changes: changes.id,
                 change_count: 0,
                 height: 0,
                 session: String::new(),
             };
             let id = repo.put_commit(&record, &mut batch)?;
-            repo.storage.sync(&batch.keys)?;
+            batch.sync(&repo.storage)?;
             Ok(id)
         })()
         .map_err(io_err)?;
@@ -265,7 +272,7 @@ impl Repo {
         let id = ObjectId::of(&bytes);
         let key = id.key_in("commits");
         self.storage.put(&key, &bytes)?;
-        batch.keys.push(key);
+        batch.push(key);
         Ok(id)
     }
 
@@ -293,6 +300,20 @@ impl Repo {
     /// The paths a commit changed, as its change list records them.
     pub fn commit_changes(&self, id: CommitId) -> io::Result<Vec<(String, Change)>> {
         commit::get_change_list(&self.objects, self.commit_record(id)?.changes)
+    }
+
+    /// A commit's change list, page by page.
+    fn change_pages(&self, list: ObjectId) -> io::Result<ChangePages<'_>> {
+        ChangePages::open(&self.objects, list)
+    }
+
+    /// Write changes (in any order) as a change list.
+    pub fn put_change_list(
+        &self,
+        changes: &[(String, Change)],
+        batch: &mut WriteBatch,
+    ) -> io::Result<ChangeList> {
+        commit::put_change_list(&self.objects, changes, batch)
     }
 
     /// A branch's tip.
@@ -395,14 +416,10 @@ impl Repo {
     /// conflict (DESIGN section 2); under contention only the commits that
     /// landed since the previous attempt are checked again.
     pub fn commit(&self, request: CommitRequest<'_>) -> Result<CommitOutcome, CommitError> {
-        if request.changes.is_empty() {
+        if request.changes.count == 0 {
             return Err(CommitError::NothingToCommit);
         }
-        let ours = ChangedPaths::from_changes(request.changes);
-        let mut batch = WriteBatch {
-            keys: request.written,
-        };
-        let change_list = commit::put_change_list(&self.objects, request.changes, &mut batch)?;
+        let mut batch = request.written;
         let base_record = self.commit_record(request.base)?;
         // The commit after which everything has been checked for conflicts.
         let mut checked_up_to = request.base;
@@ -420,11 +437,7 @@ impl Repo {
                         base: request.base,
                         branch: request.branch.to_owned(),
                     })?;
-                let mut theirs = ChangedPaths::default();
-                for id in &landed {
-                    theirs.extend(&self.commit_changes(*id)?);
-                }
-                let conflicts = conflict::find_conflicts(&ours, &theirs);
+                let conflicts = self.conflicts_with(request.changes, &landed)?;
                 if !conflicts.is_empty() {
                     let message = conflict::conflict_message(
                         &request.base.to_hex(),
@@ -437,24 +450,21 @@ impl Repo {
                 checked_up_to = tip.commit;
                 checked_record = self.commit_record(tip.commit)?;
             }
-            let tree = self
-                .trees()
-                .apply(checked_record.tree, request.changes, &mut batch)?;
+            let tree = self.apply_change_list(checked_record.tree, request.changes, &mut batch)?;
             let record = Commit {
                 parents: vec![checked_up_to],
                 tree,
                 author: request.author.to_owned(),
                 date: commit::now_rfc3339(),
                 message: request.message.to_owned(),
-                changes: change_list,
-                change_count: request.changes.len() as u64,
+                changes: request.changes.id,
+                change_count: request.changes.count,
                 height: checked_record.height + 1,
                 session: request.session.to_owned(),
             };
             let id = self.put_commit(&record, &mut batch)?;
             // Everything the commit reaches is durable before the ref names it.
-            self.storage.sync(&batch.keys)?;
-            batch.keys.clear();
+            batch.sync(&self.storage)?;
             if self.refs().compare_and_swap(request.branch, tip.seq, id)? {
                 self.commits.lock().unwrap().insert(id, Arc::new(record));
                 return Ok(CommitOutcome { id, rebased_over });
@@ -462,6 +472,61 @@ impl Repo {
             std::thread::sleep(backoff(attempt));
         }
         Err(CommitError::Contention(MAX_COMMIT_ATTEMPTS))
+    }
+
+    /// The conflicts between a change list and the commits that landed
+    /// after its base. The smaller side is held in memory and the other
+    /// streamed past it, page by page.
+    fn conflicts_with(&self, ours: ChangeList, landed: &[CommitId]) -> io::Result<Vec<Conflict>> {
+        let mut theirs_lists = Vec::with_capacity(landed.len());
+        let mut theirs_count = 0;
+        for id in landed {
+            let record = self.commit_record(*id)?;
+            theirs_lists.push(record.changes);
+            theirs_count += record.change_count;
+        }
+        let (held_side, held_lists, streamed_lists) = if theirs_count <= ours.count {
+            (Side::Theirs, theirs_lists, vec![ours.id])
+        } else {
+            (Side::Ours, vec![ours.id], theirs_lists)
+        };
+        let mut held = ChangedPaths::default();
+        for list in held_lists {
+            for page in self.change_pages(list)? {
+                held.extend(&page?);
+            }
+        }
+        let mut finder = ConflictFinder::new(&held, held_side);
+        for list in streamed_lists {
+            for page in self.change_pages(list)? {
+                for (path, change) in &page? {
+                    finder.check(path, change.is_destructive());
+                }
+            }
+        }
+        Ok(finder.finish())
+    }
+
+    /// Apply a change list to the tree `root`, a slice at a time.
+    fn apply_change_list(
+        &self,
+        root: ObjectId,
+        list: ChangeList,
+        batch: &mut WriteBatch,
+    ) -> io::Result<ObjectId> {
+        let mut tree = root;
+        let mut slice = Vec::new();
+        for page in self.change_pages(list.id)? {
+            slice.extend(page?);
+            if slice.len() >= APPLY_SLICE {
+                tree = self.trees().apply(tree, &slice, batch)?;
+                slice.clear();
+            }
+        }
+        if !slice.is_empty() {
+            tree = self.trees().apply(tree, &slice, batch)?;
+        }
+        Ok(tree)
     }
 }
 

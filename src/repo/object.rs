@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::storage::Storage;
+use crate::storage::{SYNCFS_THRESHOLD, Storage};
 
 use super::tree::Node;
 
@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for ObjectId {
 
 /// Tree nodes kept in memory; cleared whole when it grows past this, which
 /// is simple and keeps memory bounded.
-const NODE_CACHE_LIMIT: usize = 4096;
+const NODE_CACHE_LIMIT: usize = 1024;
 
 /// The content-addressed store of blobs, tree nodes and change lists.
 #[derive(Debug)]
@@ -92,11 +92,43 @@ pub struct Objects {
     nodes: Mutex<HashMap<ObjectId, Arc<Node>>>,
 }
 
-/// The keys an operation wrote, to be made durable together before a ref
-/// may point at them.
+/// What an operation wrote, to be made durable together before a ref may
+/// point at it. Past a few dozen keys the whole filesystem is synced
+/// anyway, so a batch of a million objects does not keep their names.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    pub keys: Vec<String>,
+    keys: Vec<String>,
+    count: usize,
+}
+
+impl WriteBatch {
+    pub fn push(&mut self, key: String) {
+        self.count += 1;
+        if self.keys.len() <= SYNCFS_THRESHOLD {
+            self.keys.push(key);
+        }
+    }
+
+    /// How many keys were written.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Make everything written durable, and start over.
+    pub fn sync(&mut self, storage: &Storage) -> io::Result<()> {
+        if self.count > self.keys.len() {
+            storage.sync_filesystem()?;
+        } else {
+            storage.sync(&self.keys)?;
+        }
+        self.keys.clear();
+        self.count = 0;
+        Ok(())
+    }
 }
 
 impl Objects {
@@ -125,7 +157,7 @@ impl Objects {
         let id = ObjectId::of(bytes);
         let key = id.key_in("objects");
         self.storage.put(&key, bytes)?;
-        batch.keys.push(key);
+        batch.push(key);
         Ok(id)
     }
 

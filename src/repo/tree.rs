@@ -529,7 +529,7 @@ mod tests {
         let root2 = trees
             .apply(root, &[("big/777".into(), file(2))], &mut batch)
             .unwrap();
-        assert!(batch.keys.len() <= 4, "wrote {} nodes", batch.keys.len());
+        assert!(batch.len() <= 4, "wrote {} nodes", batch.len());
         assert_eq!(
             trees.lookup(root2, "big/777").unwrap().unwrap().id,
             ObjectId([2; 32])

@@ -9,12 +9,15 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 
 use super::journal::{FileSource, JournalEntry};
 use super::{Result, Session};
-use crate::repo::{Change, CommitError, CommitId, CommitRequest, EntryKind, ObjectId};
+use crate::repo::{
+    Change, ChangeListWriter, CommitError, CommitId, CommitRequest, EntryKind, ObjectId, WriteBatch,
+};
 use crate::zarr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,6 +51,14 @@ pub struct CommitProgress {
 /// Reports progress only every so many items, to stay off the hot path.
 const PROGRESS_EVERY: u64 = 256;
 
+/// How many journal entries a pass over the journal reads at a time: the
+/// passes stream, so that a million changed paths cost no more memory
+/// than a thousand.
+const JOURNAL_CHUNK: usize = 4096;
+
+/// Most staged-file hashes remembered between a status and a commit.
+const HASH_CACHE_LIMIT: usize = 65_536;
+
 /// A change with what status needs to know and where its bytes are.
 struct PendingChange {
     path: String,
@@ -72,123 +83,154 @@ impl Session {
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(File::open(&path)?)?;
         let id = ObjectId(*hasher.finalize().as_bytes());
+        if self.hashes.len() >= HASH_CACHE_LIMIT {
+            self.hashes.clear();
+        }
         self.hashes.insert(n, (len, mtime, id));
         Ok((id, len))
     }
 
-    fn pending_changes(&mut self) -> Result<Vec<PendingChange>> {
-        self.pending_changes_reporting(&mut |_| {})
-    }
-
-    fn pending_changes_reporting(
+    /// Visit the session's changes in path order, reading the journal a
+    /// chunk at a time, until `visit` breaks.
+    fn for_each_change(
         &mut self,
         progress: &mut dyn FnMut(CommitProgress),
-    ) -> Result<Vec<PendingChange>> {
+        phase: &'static str,
+        visit: &mut dyn FnMut(&mut Session, PendingChange) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
         let total = self.journal.len() as u64;
-        let entries: Vec<(String, JournalEntry)> = self
-            .journal
-            .entries()
-            .iter()
-            .map(|(p, e)| (p.clone(), *e))
-            .collect();
-        let mut out = Vec::new();
-        for (done, (path, entry)) in entries.into_iter().enumerate() {
-            if (done as u64).is_multiple_of(PROGRESS_EVERY) {
-                progress(CommitProgress {
-                    phase: "comparing",
-                    done: done as u64,
-                    total,
-                });
-            }
-            let base = if self.base_hidden(&path, false) {
-                None
-            } else {
-                self.base_entry(&path)?
+        let mut done = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self
+                .journal
+                .entries_after(after.as_deref(), JOURNAL_CHUNK)?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
             };
-            let base_kind = base.as_ref().map(|b| b.kind);
-            match entry {
-                JournalEntry::File { source, mode } => {
-                    let (id, size, staged) = match source {
-                        FileSource::Staged(n) => {
-                            let (id, size) = self.hash_staged(n)?;
-                            (id, size, Some(n))
-                        }
-                        FileSource::Blob { id, size } => (id, size, None),
-                    };
-                    if let Some(b) = &base
-                        && b.kind == EntryKind::File
-                        && b.id == id
-                        && b.mode == mode
-                    {
-                        continue;
-                    }
-                    out.push(PendingChange {
-                        path,
-                        change: Change::File { id, size, mode },
-                        kind: if base_kind == Some(EntryKind::File) {
-                            StatusKind::Modified
-                        } else {
-                            StatusKind::Added
-                        },
-                        staged,
-                    });
+            after = Some(last.clone());
+            for (path, entry) in chunk {
+                if done % PROGRESS_EVERY == 0 {
+                    progress(CommitProgress { phase, done, total });
                 }
-                JournalEntry::Dir { opaque } => {
-                    let empty = self.list(&path)?.is_empty();
-                    let change = match (opaque, empty) {
-                        (true, true) => Change::Dir { replace: true },
-                        (true, false) => Change::Delete,
-                        (false, true) if base_kind != Some(EntryKind::Dir) => {
-                            Change::Dir { replace: false }
-                        }
-                        (false, _) => continue,
-                    };
-                    let kind = match change {
-                        Change::Delete => StatusKind::Deleted,
-                        _ if base.is_some() => StatusKind::Modified,
-                        _ => StatusKind::Added,
-                    };
-                    out.push(PendingChange {
-                        path,
-                        change,
-                        kind,
-                        staged: None,
-                    });
-                }
-                JournalEntry::Whiteout => {
-                    if base.is_some() {
-                        out.push(PendingChange {
-                            path,
-                            change: Change::Delete,
-                            kind: StatusKind::Deleted,
-                            staged: None,
-                        });
-                    }
+                done += 1;
+                if let Some(change) = self.pending_change(path, entry)?
+                    && visit(self, change)?.is_break()
+                {
+                    return Ok(());
                 }
             }
         }
-        Ok(out)
+    }
+
+    /// What one journal entry changes, if anything.
+    fn pending_change(
+        &mut self,
+        path: String,
+        entry: JournalEntry,
+    ) -> Result<Option<PendingChange>> {
+        let base = if self.base_hidden(&path, false)? {
+            None
+        } else {
+            self.base_entry(&path)?
+        };
+        let base_kind = base.as_ref().map(|b| b.kind);
+        Ok(match entry {
+            JournalEntry::File { source, mode } => {
+                let (id, size, staged) = match source {
+                    FileSource::Staged(n) => {
+                        let (id, size) = self.hash_staged(n)?;
+                        (id, size, Some(n))
+                    }
+                    FileSource::Blob { id, size } => (id, size, None),
+                };
+                if let Some(b) = &base
+                    && b.kind == EntryKind::File
+                    && b.id == id
+                    && b.mode == mode
+                {
+                    return Ok(None);
+                }
+                Some(PendingChange {
+                    path,
+                    change: Change::File { id, size, mode },
+                    kind: if base_kind == Some(EntryKind::File) {
+                        StatusKind::Modified
+                    } else {
+                        StatusKind::Added
+                    },
+                    staged,
+                })
+            }
+            JournalEntry::Dir { opaque } => {
+                let empty = self.list(&path)?.is_empty();
+                let change = match (opaque, empty) {
+                    (true, true) => Change::Dir { replace: true },
+                    (true, false) => Change::Delete,
+                    (false, true) if base_kind != Some(EntryKind::Dir) => {
+                        Change::Dir { replace: false }
+                    }
+                    (false, _) => return Ok(None),
+                };
+                let kind = match change {
+                    Change::Delete => StatusKind::Deleted,
+                    _ if base.is_some() => StatusKind::Modified,
+                    _ => StatusKind::Added,
+                };
+                Some(PendingChange {
+                    path,
+                    change,
+                    kind,
+                    staged: None,
+                })
+            }
+            JournalEntry::Whiteout => base.map(|_| PendingChange {
+                path,
+                change: Change::Delete,
+                kind: StatusKind::Deleted,
+                staged: None,
+            }),
+        })
+    }
+
+    /// Visit the session's changed paths in order.
+    pub fn status_each(&mut self, visit: &mut dyn FnMut(StatusEntry) -> Result<()>) -> Result<()> {
+        self.for_each_change(&mut |_| {}, "comparing", &mut |session, pending| {
+            let is_dir = match &pending.change {
+                Change::Dir { .. } => true,
+                Change::File { .. } => false,
+                Change::Delete => session
+                    .base_entry(&pending.path)?
+                    .is_some_and(|e| e.kind == EntryKind::Dir),
+            };
+            visit(StatusEntry {
+                metadata: !is_dir && zarr::is_metadata(&pending.path),
+                path: pending.path,
+                kind: pending.kind,
+                is_dir,
+            })?;
+            Ok(ControlFlow::Continue(()))
+        })
     }
 
     /// The session's changed paths, sorted.
     pub fn status(&mut self) -> Result<Vec<StatusEntry>> {
         let mut out = Vec::new();
-        for pending in self.pending_changes()? {
-            let is_dir = match &pending.change {
-                Change::Dir { .. } => true,
-                Change::File { .. } => false,
-                Change::Delete => self
-                    .base_entry(&pending.path)?
-                    .is_some_and(|e| e.kind == EntryKind::Dir),
-            };
-            out.push(StatusEntry {
-                metadata: !is_dir && zarr::is_metadata(&pending.path),
-                path: pending.path,
-                kind: pending.kind,
-                is_dir,
-            });
-        }
+        self.status_each(&mut |entry| {
+            out.push(entry);
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Whether the session changes anything; stops at the first change.
+    pub fn has_changes(&mut self) -> Result<bool> {
+        let mut found = false;
+        self.for_each_change(&mut |_| {}, "comparing", &mut |_, _| {
+            found = true;
+            Ok(ControlFlow::Break(()))
+        })?;
+        Ok(found)
     }
 
     /// Commit the session's changes to its branch, rebasing onto commits
@@ -212,66 +254,73 @@ impl Session {
             ))
         })?;
         self.journal.flush()?;
-        let pending = self.pending_changes_reporting(progress)?;
-        if pending.is_empty() {
+        // One pass: each change is checked, its blob stored and its record
+        // added to the change list, which goes to the object store a page
+        // at a time.
+        let repo = self.repo.clone();
+        let mut written = WriteBatch::default();
+        let mut list = ChangeListWriter::new(repo.objects());
+        self.for_each_change(progress, "storing", &mut |session, pending| {
+            session.check_metadata(&pending)?;
+            session.store_blob(&pending, &mut written)?;
+            list.push(pending.path, pending.change, &mut written)?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let changes = list.finish(&mut written)?;
+        if changes.count == 0 {
             return Err(CommitError::NothingToCommit.into());
-        }
-        for change in &pending {
-            if let Change::File { .. } = change.change
-                && zarr::is_metadata(&change.path)
-            {
-                let bytes = self.read_file(&change.path)?;
-                if let Err(error) = zarr::validate_metadata(&bytes) {
-                    return Err(CommitError::InvalidMetadata {
-                        path: change.path.clone(),
-                        error,
-                    }
-                    .into());
-                }
-            }
-        }
-        let mut written = Vec::new();
-        let total = pending.len() as u64;
-        for (done, change) in pending.iter().enumerate() {
-            if (done as u64).is_multiple_of(PROGRESS_EVERY) {
-                progress(CommitProgress {
-                    phase: "storing",
-                    done: done as u64,
-                    total,
-                });
-            }
-            if let (Some(n), Change::File { id, .. }) = (change.staged, &change.change) {
-                let key = id.key_in("objects");
-                let staged = self.staged_path(n);
-                let storage = self.repo.storage();
-                if self.writers.contains_key(&n) {
-                    // Still open for writing: a copy keeps the object safe
-                    // from late writes.
-                    storage.put(&key, &std::fs::read(&staged)?)?;
-                } else {
-                    storage.put_file_link(&key, &staged)?;
-                }
-                written.push(key);
-            }
         }
         progress(CommitProgress {
             phase: "committing",
             done: 0,
             total: 0,
         });
-        let changes: Vec<(String, Change)> =
-            pending.into_iter().map(|p| (p.path, p.change)).collect();
-        let outcome = self.repo.commit(CommitRequest {
+        let outcome = repo.commit(CommitRequest {
             branch: &branch,
             base: self.info.base,
-            changes: &changes,
-            author: &self.info.author.clone(),
+            changes,
+            author: &self.info.author,
             message,
-            session: &self.info.id.clone(),
+            session: &self.info.id,
             written,
         })?;
         // Files still open for writing go on in the new session.
         self.replace_with_new_session_carrying(Some(branch), outcome.id, true)?;
         Ok(outcome.id)
+    }
+
+    /// Refuse a metadata document that is not valid Zarr metadata.
+    fn check_metadata(&mut self, pending: &PendingChange) -> Result<()> {
+        if let Change::File { .. } = pending.change
+            && zarr::is_metadata(&pending.path)
+        {
+            let bytes = self.read_file(&pending.path)?;
+            if let Err(error) = zarr::validate_metadata(&bytes) {
+                return Err(CommitError::InvalidMetadata {
+                    path: pending.path.clone(),
+                    error,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Put a changed file's bytes in the object store.
+    fn store_blob(&self, pending: &PendingChange, written: &mut WriteBatch) -> Result<()> {
+        if let (Some(n), Change::File { id, .. }) = (pending.staged, &pending.change) {
+            let key = id.key_in("objects");
+            let staged = self.staged_path(n);
+            let storage = self.repo.storage();
+            if self.writers.contains_key(&n) {
+                // Still open for writing: a copy keeps the object safe
+                // from late writes.
+                storage.put(&key, &std::fs::read(&staged)?)?;
+            } else {
+                storage.put_file_link(&key, &staged)?;
+            }
+            written.push(key);
+        }
+        Ok(())
     }
 }

@@ -355,21 +355,7 @@ impl Session {
         )?;
         let mut carried = Vec::new();
         if carry_open {
-            let open: Vec<(String, u64, u32, usize)> = self
-                .journal
-                .entries()
-                .iter()
-                .filter_map(|(path, entry)| match *entry {
-                    JournalEntry::File {
-                        source: FileSource::Staged(n),
-                        mode,
-                    } => self
-                        .writers
-                        .get(&n)
-                        .map(|&count| (path.clone(), n, mode, count)),
-                    _ => None,
-                })
-                .collect();
+            let open = self.files_open_for_writing()?;
             for (path, old, mode, count) in open {
                 let new = next.next_staged;
                 next.next_staged += 1;
@@ -431,7 +417,7 @@ impl Session {
         } else {
             (None, self.repo.resolve(target)?)
         };
-        if !self.status()?.is_empty() {
+        if self.has_changes()? {
             return Err(SessionError::Busy(format!(
                 "cannot check out {target}: the session has uncommitted changes; commit or discard them first",
                 target = if target.is_empty() {
@@ -443,6 +429,29 @@ impl Session {
         }
         self.replace_with_new_session(branch, commit)?;
         Ok(commit)
+    }
+
+    /// The journal's files that are open for writing: path, staged
+    /// number, mode, and how many handles write them.
+    fn files_open_for_writing(&self) -> Result<Vec<(String, u64, u32, usize)>> {
+        let mut open = Vec::new();
+        let mut after: Option<String> = None;
+        while !self.writers.is_empty() {
+            let chunk = self.journal.entries_after(after.as_deref(), 4096)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (path, entry) in chunk {
+                if let JournalEntry::File {
+                    source: FileSource::Staged(n),
+                    mode,
+                } = entry
+                    && let Some(&count) = self.writers.get(&n)
+                {
+                    open.push((path, n, mode, count));
+                }
+            }
+        }
+        Ok(open)
     }
 
     fn staged_path(&self, n: u64) -> PathBuf {

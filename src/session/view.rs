@@ -95,19 +95,23 @@ impl Session {
     /// Whether the journal hides the base below `path`: an ancestor (or,
     /// with `include_self`, the path itself) is a whiteout, a file, or a
     /// directory that replaced the base's.
-    pub(super) fn base_hidden(&self, path: &str, include_self: bool) -> bool {
-        let hidden_by = |q: &str| {
-            matches!(
-                self.journal.get(q),
+    pub(super) fn base_hidden(&self, path: &str, include_self: bool) -> Result<bool> {
+        let hidden_by = |q: &str| -> Result<bool> {
+            Ok(matches!(
+                self.journal.get(q)?,
                 Some(
                     JournalEntry::Whiteout
                         | JournalEntry::File { .. }
                         | JournalEntry::Dir { opaque: true }
                 )
-            )
+            ))
         };
-        let ancestors = path.match_indices('/').any(|(i, _)| hidden_by(&path[..i]));
-        ancestors || (include_self && !path.is_empty() && hidden_by(path))
+        for (i, _) in path.match_indices('/') {
+            if hidden_by(&path[..i])? {
+                return Ok(true);
+            }
+        }
+        Ok(include_self && !path.is_empty() && hidden_by(path)?)
     }
 
     /// The base tree's entry at `path`, ignoring the journal.
@@ -117,7 +121,7 @@ impl Session {
 
     /// The base's entry at `path` if the journal does not hide it.
     fn visible_base_entry(&self, path: &str) -> Result<Option<Entry>> {
-        if self.base_hidden(path, false) {
+        if self.base_hidden(path, false)? {
             return Ok(None);
         }
         self.base_entry(path)
@@ -129,17 +133,14 @@ impl Session {
         }
         for (i, _) in path.match_indices('/') {
             if let Some(JournalEntry::Whiteout | JournalEntry::File { .. }) =
-                self.journal.get(&path[..i])
+                self.journal.get(&path[..i])?
             {
                 return Ok(None);
             }
         }
-        match self.journal.get(path) {
+        match self.journal.get(path)? {
             Some(JournalEntry::Whiteout) => Ok(None),
-            Some(JournalEntry::File { source, mode }) => Ok(Some(Found::File {
-                source: *source,
-                mode: *mode,
-            })),
+            Some(JournalEntry::File { source, mode }) => Ok(Some(Found::File { source, mode })),
             Some(JournalEntry::Dir { .. }) => Ok(Some(Found::Dir)),
             None => Ok(self.visible_base_entry(path)?.map(|e| found_of(&e))),
         }
@@ -195,7 +196,7 @@ impl Session {
             None => return Err(SessionError::NotFound(dir.to_owned())),
         }
         let mut entries: BTreeMap<String, Attr> = BTreeMap::new();
-        if !self.base_hidden(dir, true)
+        if !self.base_hidden(dir, true)?
             && let Some(base) = self.base_entry(dir)?
             && base.kind == EntryKind::Dir
         {
@@ -204,7 +205,7 @@ impl Session {
                 entries.insert(entry.name, attr);
             }
         }
-        for (name, entry) in self.journal.children(dir) {
+        for (name, entry) in self.journal.children(dir)? {
             match entry {
                 JournalEntry::Whiteout => {
                     entries.remove(&name);
@@ -417,7 +418,7 @@ impl Session {
         }
         // A whiteout here means the base has something: the new directory
         // replaces it and hides what was below.
-        let opaque = self.journal.get(path) == Some(&JournalEntry::Whiteout);
+        let opaque = self.journal.get(path)? == Some(JournalEntry::Whiteout);
         self.journal.insert(path, JournalEntry::Dir { opaque })?;
         Ok(())
     }
@@ -508,7 +509,7 @@ impl Session {
             }
             Found::Dir => {
                 let below = self.subtree(from)?;
-                let opaque = self.journal.get(to) == Some(&JournalEntry::Whiteout)
+                let opaque = self.journal.get(to)? == Some(JournalEntry::Whiteout)
                     || self.visible_base_entry(to)?.is_some();
                 self.journal.insert(to, JournalEntry::Dir { opaque })?;
                 for (rel, found) in below {
