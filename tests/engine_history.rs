@@ -203,3 +203,40 @@ fn fsck_names_each_missing_or_damaged_thing() {
         report.problems
     );
 }
+
+#[test]
+fn a_commit_leaves_only_the_new_session_and_removes_the_old_ones_files() {
+    let (_dir, repo) = repo();
+    let mut session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    let old = session.id().to_owned();
+    for i in 0..300 {
+        session.write_file(&format!("f{i}"), b"chunk").unwrap();
+    }
+    session.commit("300 files").unwrap();
+    let sessions: Vec<String> = std::fs::read_dir(repo.sessions_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        sessions,
+        vec![session.id().to_owned()],
+        "{old} is gone at once"
+    );
+    // Its staged files are removed in the background.
+    let tmp = repo.path().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&tmp).unwrap().next().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old session's files are still in {}",
+            tmp.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        repo.commit_changes(repo.resolve("main").unwrap())
+            .unwrap()
+            .len(),
+        300
+    );
+}

@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -71,6 +72,17 @@ impl Session {
     /// Hash a staged file, reusing the last hash while its size and mtime
     /// are unchanged.
     fn hash_staged(&mut self, n: u64) -> io::Result<(ObjectId, u64)> {
+        let (len, mtime, id) = self.hash_staged_shared(n)?;
+        if self.hashes.len() >= HASH_CACHE_LIMIT {
+            self.hashes.clear();
+        }
+        self.hashes.insert(n, (len, mtime, id));
+        Ok((id, len))
+    }
+
+    /// [`Session::hash_staged`] without remembering the hash, so that
+    /// several threads can share the session.
+    fn hash_staged_shared(&self, n: u64) -> io::Result<(u64, SystemTime, ObjectId)> {
         let path = self.staged_path(n);
         let meta = std::fs::metadata(&path)?;
         let (len, mtime) = (meta.len(), meta.modified()?);
@@ -78,16 +90,33 @@ impl Session {
             && l == len
             && m == mtime
         {
-            return Ok((id, len));
+            return Ok((len, mtime, id));
         }
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(File::open(&path)?)?;
-        let id = ObjectId(*hasher.finalize().as_bytes());
-        if self.hashes.len() >= HASH_CACHE_LIMIT {
+        Ok((len, mtime, ObjectId(*hasher.finalize().as_bytes())))
+    }
+
+    /// Hash the staged files of a chunk of the journal on every core.
+    fn hash_chunk(&mut self, chunk: &[(String, JournalEntry)]) -> io::Result<()> {
+        let staged: Vec<u64> = chunk
+            .iter()
+            .filter_map(|(_, entry)| match entry {
+                JournalEntry::File {
+                    source: FileSource::Staged(n),
+                    ..
+                } => Some(*n),
+                _ => None,
+            })
+            .collect();
+        let hashed = on_every_core(&staged, |&n| {
+            Ok::<_, io::Error>((n, self.hash_staged_shared(n)?))
+        })?;
+        if self.hashes.len() + hashed.len() > HASH_CACHE_LIMIT {
             self.hashes.clear();
         }
-        self.hashes.insert(n, (len, mtime, id));
-        Ok((id, len))
+        self.hashes.extend(hashed);
+        Ok(())
     }
 
     /// Visit the session's changes in path order, reading the journal a
@@ -109,6 +138,7 @@ impl Session {
                 return Ok(());
             };
             after = Some(last.clone());
+            self.hash_chunk(&chunk)?;
             for (path, entry) in chunk {
                 if done % PROGRESS_EVERY == 0 {
                     progress(CommitProgress { phase, done, total });
@@ -163,7 +193,7 @@ impl Session {
                 })
             }
             JournalEntry::Dir { opaque } => {
-                let empty = self.list(&path)?.is_empty();
+                let empty = self.dir_is_empty(&path)?;
                 let change = match (opaque, empty) {
                     (true, true) => Change::Dir { replace: true },
                     (true, false) => Change::Delete,
@@ -257,15 +287,20 @@ impl Session {
         // One pass: each change is checked, its blob stored and its record
         // added to the change list, which goes to the object store a page
         // at a time.
+        let started = std::time::Instant::now();
         let repo = self.repo.clone();
         let mut written = WriteBatch::default();
         let mut list = ChangeListWriter::new(repo.objects());
+        let mut ready = Vec::new();
         self.for_each_change(progress, "storing", &mut |session, pending| {
             session.check_metadata(&pending)?;
-            session.store_blob(&pending, &mut written)?;
-            list.push(pending.path, pending.change, &mut written)?;
+            ready.push(pending);
+            if ready.len() >= JOURNAL_CHUNK {
+                session.store_and_list(std::mem::take(&mut ready), &mut list, &mut written)?;
+            }
             Ok(ControlFlow::Continue(()))
         })?;
+        self.store_and_list(ready, &mut list, &mut written)?;
         let changes = list.finish(&mut written)?;
         if changes.count == 0 {
             return Err(CommitError::NothingToCommit.into());
@@ -275,6 +310,7 @@ impl Session {
             done: 0,
             total: 0,
         });
+        let stored = started.elapsed();
         let outcome = repo.commit(CommitRequest {
             branch: &branch,
             base: self.info.base,
@@ -284,8 +320,16 @@ impl Session {
             session: &self.info.id,
             written,
         })?;
+        let committed = started.elapsed();
         // Files still open for writing go on in the new session.
         self.replace_with_new_session_carrying(Some(branch), outcome.id, true)?;
+        tracing::debug!(
+            changes = changes.count,
+            storing_ms = stored.as_millis() as u64,
+            committing_ms = (committed - stored).as_millis() as u64,
+            new_session_ms = (started.elapsed() - committed).as_millis() as u64,
+            "commit phases"
+        );
         Ok(outcome.id)
     }
 
@@ -306,21 +350,67 @@ impl Session {
         Ok(())
     }
 
-    /// Put a changed file's bytes in the object store.
-    fn store_blob(&self, pending: &PendingChange, written: &mut WriteBatch) -> Result<()> {
-        if let (Some(n), Change::File { id, .. }) = (pending.staged, &pending.change) {
-            let key = id.key_in("objects");
-            let staged = self.staged_path(n);
-            let storage = self.repo.storage();
-            if self.writers.contains_key(&n) {
-                // Still open for writing: a copy keeps the object safe
-                // from late writes.
-                storage.put(&key, &std::fs::read(&staged)?)?;
-            } else {
-                storage.put_file_link(&key, &staged)?;
-            }
+    /// Put the changed files' bytes in the object store, on every core,
+    /// and add the changes to the change list.
+    fn store_and_list(
+        &self,
+        changes: Vec<PendingChange>,
+        list: &mut ChangeListWriter<'_>,
+        written: &mut WriteBatch,
+    ) -> Result<()> {
+        let keys = on_every_core(&changes, |pending| self.store_blob(pending))?;
+        for key in keys.into_iter().flatten() {
             written.push(key);
+        }
+        for pending in changes {
+            list.push(pending.path, pending.change, written)?;
         }
         Ok(())
     }
+
+    /// Put a changed file's bytes in the object store; the key written.
+    fn store_blob(&self, pending: &PendingChange) -> io::Result<Option<String>> {
+        let (Some(n), Change::File { id, .. }) = (pending.staged, &pending.change) else {
+            return Ok(None);
+        };
+        let key = id.key_in("objects");
+        let staged = self.staged_path(n);
+        let storage = self.repo.storage();
+        if self.writers.contains_key(&n) {
+            // Still open for writing: a copy keeps the object safe from
+            // late writes.
+            storage.put(&key, &std::fs::read(&staged)?)?;
+        } else {
+            storage.put_file_link(&key, &staged)?;
+        }
+        Ok(Some(key))
+    }
+}
+
+/// `work` applied to every item, the items shared out between as many
+/// threads as there are cores (just this thread for a few items): hashing
+/// and linking staged files is most of a big commit, and the cores are
+/// otherwise idle while it waits.
+fn on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> io::Result<R> + Sync,
+) -> io::Result<Vec<R>> {
+    const FEWEST_PER_THREAD: usize = 64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(items.len() / FEWEST_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().map(&work).collect();
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().map(work).collect::<io::Result<Vec<R>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for part in parts {
+            out.extend(part.join().expect("a worker thread panicked")?);
+        }
+        Ok(out)
+    })
 }

@@ -177,6 +177,7 @@ pub struct Session {
 impl Session {
     /// Start a new session at the tip of `options.branch`.
     pub fn start(repo: Arc<Repo>, options: SessionOptions) -> Result<Session> {
+        remove_leftovers(&repo);
         let tip = repo
             .branch_tip(&options.branch)?
             .ok_or_else(|| SessionError::NotFound(format!("branch '{}'", options.branch)))?;
@@ -212,6 +213,7 @@ impl Session {
 
     /// Resume a session by id, as it was left.
     pub fn resume(repo: Arc<Repo>, id: &str, mountpoint: Option<String>) -> Result<Session> {
+        remove_leftovers(&repo);
         let dir = repo.sessions_dir().join(id);
         let mut info = read_info(&dir).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => SessionError::NotFound(format!("session {id}")),
@@ -378,9 +380,7 @@ impl Session {
         let old_dir = old.dir.clone();
         drop(old);
         self.generation = generation.wrapping_add(1);
-        // The old generation is gone whatever happens next; a failure to
-        // remove its files only costs disk space.
-        let _ = fs::remove_dir_all(&old_dir);
+        remove_in_background(&self.repo, &old_dir);
         Ok(())
     }
 
@@ -462,6 +462,57 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.journal.flush();
+    }
+}
+
+/// Where directories wait for [`remove_in_background`], under the
+/// repository's `tmp/`.
+const DOOMED_PREFIX: &str = "doomed-";
+
+/// Remove a finished session's directory without waiting: a commit of
+/// 100,000 files leaves as many staged files, which take a second to
+/// unlink. The directory is first renamed into `tmp/`, so that it is no
+/// longer a session whatever happens next; a removal cut short by the
+/// process's exit is finished by the next mount
+/// ([`remove_leftovers`]). Failures only cost disk space.
+fn remove_in_background(repo: &Repo, dir: &Path) {
+    let Some(name) = dir.file_name() else { return };
+    let mut doomed = repo.path().join("tmp").join(DOOMED_PREFIX);
+    doomed.as_mut_os_string().push(name);
+    if fs::rename(dir, &doomed).is_err() {
+        let _ = fs::remove_dir_all(dir);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("remove-session".into())
+        .spawn({
+            let doomed = doomed.clone();
+            move || {
+                let _ = fs::remove_dir_all(&doomed);
+            }
+        });
+    if spawned.is_err() {
+        let _ = fs::remove_dir_all(&doomed);
+    }
+}
+
+/// Finish removals that [`remove_in_background`] did not get to before
+/// its process exited, in the background.
+fn remove_leftovers(repo: &Repo) {
+    let Ok(entries) = fs::read_dir(repo.path().join("tmp")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(DOOMED_PREFIX)
+        {
+            let path = entry.path();
+            let _ = std::thread::Builder::new()
+                .name("remove-session".into())
+                .spawn(move || fs::remove_dir_all(path));
+        }
     }
 }
 

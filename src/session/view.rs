@@ -223,6 +223,32 @@ impl Session {
         Ok(entries.into_iter().collect())
     }
 
+    /// Whether the directory `dir` of the view has nothing in it; cheaper
+    /// than listing it, as no attributes are needed.
+    pub(super) fn dir_is_empty(&self, dir: &str) -> Result<bool> {
+        let journal = self.journal.children(dir)?;
+        if journal
+            .iter()
+            .any(|(_, entry)| *entry != JournalEntry::Whiteout)
+        {
+            return Ok(false);
+        }
+        if self.base_hidden(dir, true)? {
+            return Ok(true);
+        }
+        let Some(base) = self.base_entry(dir)?.filter(|e| e.kind == EntryKind::Dir) else {
+            return Ok(true);
+        };
+        let whiteouts: std::collections::HashSet<&str> =
+            journal.iter().map(|(name, _)| name.as_str()).collect();
+        Ok(self
+            .repo
+            .trees()
+            .list(base.id)?
+            .iter()
+            .all(|entry| whiteouts.contains(entry.name.as_str())))
+    }
+
     fn require_dir(&self, dir: &str) -> Result<()> {
         match self.find(dir)? {
             Some(Found::Dir) => Ok(()),
