@@ -199,6 +199,14 @@ fn invalid_metadata_is_refused_with_its_path_and_kept() {
     assert!(outcome.contains("g/"), "{outcome}");
     assert!(outcome.contains("invalid Zarr metadata"), "{outcome}");
     assert_eq!(a.changed(), ["g/.zattrs", "g/zarr.json"]);
+    // status.json lists the changes; session.json is the same without them.
+    let status: serde_json::Value = serde_json::from_str(&a.read(".zarrfs/status.json")).unwrap();
+    let mut session: serde_json::Value =
+        serde_json::from_str(&a.read(".zarrfs/session.json")).unwrap();
+    assert_eq!(status["changes"].as_array().unwrap().len(), 2, "{status}");
+    assert!(session.get("changes").is_none(), "{session}");
+    session["changes"] = status["changes"].clone();
+    assert_eq!(session, status);
     assert_eq!(a.read("g/zarr.json"), "{broken\n");
     // Fixed, it commits.
     a.ok(r#"echo '{"zarr_format": 3}' > g/zarr.json && echo '{}' > g/.zattrs"#);

@@ -103,7 +103,7 @@ pub fn status(mount: Option<PathBuf>, json: bool) -> Result<(), Failure> {
     }
     // The control file keeps Arraylake's shape; the command also says
     // where the daemon writes its log.
-    if !json && let Some(log) = status_field(&mount, "log")? {
+    if !json && let Some(log) = session_field(&mount, "log")? {
         println!("\nDaemon log: {log}");
     }
     Ok(())
@@ -212,29 +212,30 @@ pub fn discard(mount: Option<PathBuf>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A mount's `status.json`.
-fn status_of(mount: &Path) -> Result<serde_json::Value, Failure> {
-    serde_json::from_str(&read_control(mount, "status.json")?).map_err(|e| {
+/// A mount's `session.json` (its `status.json` without the changes, so
+/// that asking costs nothing in a session with many).
+fn session_of(mount: &Path) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(&read_control(mount, "session.json")?).map_err(|e| {
         Failure::new(
             exit::FAILURE,
-            format!("{}/.zarrfs/status.json is not JSON: {e}", mount.display()),
+            format!("{}/.zarrfs/session.json is not JSON: {e}", mount.display()),
         )
     })
 }
 
-/// The repository a mount serves, from its `status.json`.
+/// The repository a mount serves, from its `session.json`.
 pub fn repo_of_mount(mount: &Path) -> Result<PathBuf, Failure> {
-    status_field(mount, "repo")?
+    session_field(mount, "repo")?
         .map(PathBuf::from)
         .ok_or_else(|| {
             Failure::new(
                 exit::FAILURE,
-                format!("{}/.zarrfs/status.json names no repo", mount.display()),
+                format!("{}/.zarrfs/session.json names no repo", mount.display()),
             )
         })
 }
 
-/// A field of the mount's `status.json` (such as `base` or `branch`).
-pub fn status_field(mount: &Path, field: &str) -> Result<Option<String>, Failure> {
-    Ok(status_of(mount)?[field].as_str().map(str::to_owned))
+/// A field of the mount's `session.json` (such as `base` or `branch`).
+pub fn session_field(mount: &Path, field: &str) -> Result<Option<String>, Failure> {
+    Ok(session_of(mount)?[field].as_str().map(str::to_owned))
 }

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::mountctl::{find_mount, repo_of_mount, status_field};
+use super::mountctl::{find_mount, repo_of_mount, session_field};
 use super::{Failure, Target, exit, format_log_entry};
 use crate::repo::{DEFAULT_BRANCH, Repo};
 use crate::session::list_sessions;
@@ -37,7 +37,7 @@ impl Context {
     /// (what the mount shows), else main's tip.
     fn default_revision(&self) -> Result<String, Failure> {
         match &self.mount {
-            Some(mount) => status_field(mount, "base")?.ok_or_else(|| {
+            Some(mount) => session_field(mount, "base")?.ok_or_else(|| {
                 Failure::new(exit::FAILURE, "the mount's status.json names no base")
             }),
             None => Ok(DEFAULT_BRANCH.to_owned()),
@@ -60,7 +60,7 @@ pub fn log(
     let context = Context::open(target)?;
     let revision = match (revision, &context.mount) {
         (Some(revision), _) => revision,
-        (None, Some(mount)) => match status_field(mount, "branch")? {
+        (None, Some(mount)) => match session_field(mount, "branch")? {
             Some(branch) => branch,
             None => context.default_revision()?,
         },

@@ -33,11 +33,12 @@ pub enum ControlFile {
     Log,
     LogJson,
     Session,
+    SessionJson,
     Progress,
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 9] = [
+    pub const ALL: [ControlFile; 10] = [
         ControlFile::Status,
         ControlFile::StatusJson,
         ControlFile::Commit,
@@ -46,6 +47,7 @@ impl ControlFile {
         ControlFile::Log,
         ControlFile::LogJson,
         ControlFile::Session,
+        ControlFile::SessionJson,
         ControlFile::Progress,
     ];
 
@@ -59,6 +61,7 @@ impl ControlFile {
             ControlFile::Log => "log",
             ControlFile::LogJson => "log.json",
             ControlFile::Session => "session",
+            ControlFile::SessionJson => "session.json",
             ControlFile::Progress => "progress",
         }
     }
@@ -233,15 +236,10 @@ pub fn status_text(session: &mut Session, out: &mut dyn Write) -> SessionResult<
     Ok(())
 }
 
-/// `.zarrfs/status.json`: the session's description, and its changes
-/// written one by one as they are found.
-pub fn status_json(
-    session: &mut Session,
-    options: &FsOptions,
-    passthrough: bool,
-    out: &mut dyn Write,
-) -> SessionResult<()> {
-    let info = session.info().clone();
+/// `.zarrfs/session.json`: the session and its mount, without the
+/// changes, so that reading it costs nothing however many there are.
+pub fn session_json(session: &Session, options: &FsOptions, passthrough: bool) -> String {
+    let info = session.info();
     let description = serde_json::json!({
         "repo": session.repo().path().display().to_string(),
         "session": info.id,
@@ -255,9 +253,25 @@ pub fn status_json(
         "log": options.log,
         "passthrough": passthrough,
     });
-    let text = serde_json::to_string_pretty(&description).unwrap();
+    format!("{}\n", serde_json::to_string_pretty(&description).unwrap())
+}
+
+/// `.zarrfs/status.json`: `session.json` and the changes, written one
+/// by one as they are found.
+pub fn status_json(
+    session: &mut Session,
+    options: &FsOptions,
+    passthrough: bool,
+    out: &mut dyn Write,
+) -> SessionResult<()> {
+    let text = session_json(session, options, passthrough);
     // Reopen the object to add the changes, the one long member.
-    out.write_all(text.trim_end_matches('}').trim_end().as_bytes())?;
+    let open = text
+        .trim_end()
+        .strip_suffix('}')
+        .expect("a JSON object")
+        .trim_end();
+    out.write_all(open.as_bytes())?;
     out.write_all(b",\n  \"changes\": [")?;
     let mut first = true;
     session.status_each(&mut |change| {
@@ -326,6 +340,9 @@ impl Fs {
             ControlFile::Checkout => format!("{}\n", self.session_read().base()),
             ControlFile::Discard => String::new(),
             ControlFile::Session => format!("{}\n", self.session_read().id()),
+            ControlFile::SessionJson => {
+                session_json(&self.session_read(), &self.options, self.backings.enabled())
+            }
             // Read without the session lock, which a running commit holds.
             ControlFile::Progress => match *lock(&self.commit_progress) {
                 Some(progress) => format!("{}\n", serde_json::to_string(&progress).unwrap()),
