@@ -39,6 +39,7 @@ impl Fs {
     /// and attributes (and cached pages) it holds. Call without holding
     /// the session or epoch locks.
     pub(super) fn invalidate_view(&self) {
+        let started = std::time::Instant::now();
         let targets: Vec<(u64, u64, String)> = {
             let mut inodes = lock(&self.inodes);
             let detached = inodes.take_detached();
@@ -70,6 +71,7 @@ impl Fs {
         let _ = notifier.inval_inode(INodeNo(ROOT_INO), 0, 0);
         tracing::debug!(
             entries = targets.len(),
+            duration_us = started.elapsed().as_micros() as u64,
             "kernel caches of the view invalidated"
         );
     }
