@@ -382,8 +382,10 @@ impl Fs {
         {
             return Ok(self.attr(ino, meta));
         }
-        // Unlinked but open: answer from the handle's file.
+        // Unlinked (or detached by a view switch) but open: answer from
+        // the handle's file.
         if let Some(m) = fh
+            .or_else(|| self.handle_on(ino))
             .map(|fh| self.handle_file_metadata(fh))
             .transpose()?
             .flatten()
