@@ -172,6 +172,8 @@ pub struct Fs {
     pub(super) started: SystemTime,
     /// How to tell the kernel to drop cached entries (set once mounted).
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// The kernel's requests, by kind (logged at unmount).
+    pub requests: super::request_counts::RequestCounts,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,6 +204,7 @@ impl Fs {
             options,
             started: SystemTime::now(),
             notifier: std::sync::OnceLock::new(),
+            requests: Default::default(),
         }
     }
 
@@ -367,7 +370,9 @@ impl Fs {
 
     pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<FileAttr> {
         let path = self.child_path(parent, name)?;
-        self.entry_of_path(&path)
+        let entry = self.entry_of_path(&path);
+        tracing::trace!(path, found = entry.is_ok(), "lookup");
+        entry
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<FileAttr> {
@@ -377,8 +382,10 @@ impl Fs {
         {
             return Ok(self.attr(ino, meta));
         }
-        // Unlinked but open: answer from the handle's file.
+        // Unlinked (or detached by a view switch) but open: answer from
+        // the handle's file.
         if let Some(m) = fh
+            .or_else(|| self.handle_on(ino))
             .map(|fh| self.handle_file_metadata(fh))
             .transpose()?
             .flatten()

@@ -84,6 +84,11 @@ pub fn serve(
     }
 
     let result = session.run();
+    tracing::info!(
+        total = fs.requests.total(),
+        "FUSE requests served: {}",
+        fs.requests
+    );
     let _ = stop_tx.send(());
     let _ = flusher.join();
     if let Err(e) = fs.sync_journal() {

@@ -19,14 +19,15 @@ use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::core::{Fs, FsError};
 use super::handles::Opened;
 use super::passthrough::OpenMode;
+use super::request_counts::Op;
 
 const GENERATION: Generation = Generation(0);
 
@@ -86,6 +87,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.fs.requests.count(Op::Lookup);
         match self.fs.lookup(parent.0, name) {
             Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
@@ -93,10 +95,12 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.requests.count(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.fs.requests.count(Op::GetAttr);
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(attr) => reply.attr(&self.fs.ttl(attr.ino.0), &attr),
             Err(e) => reply.error(errno(e)),
@@ -121,6 +125,7 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.fs.requests.count(Op::SetAttr);
         // Ownership is not kept: chown is accepted and changes nothing.
         match self
             .fs
@@ -132,6 +137,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        self.fs.requests.count(Op::Other);
         reply.error(Errno::EINVAL);
     }
 
@@ -145,6 +151,7 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.fs.requests.count(Op::MkNod);
         if mode & libc::S_IFMT != libc::S_IFREG {
             reply.error(Errno::EPERM);
             return;
@@ -170,6 +177,7 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.fs.requests.count(Op::MkDir);
         match self.fs.mkdir(parent.0, name) {
             Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
@@ -177,6 +185,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.fs.requests.count(Op::Unlink);
         match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -184,6 +193,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.fs.requests.count(Op::RmDir);
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -198,6 +208,7 @@ impl Filesystem for FuseFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        self.fs.requests.count(Op::Other);
         reply.error(Errno::EPERM);
     }
 
@@ -211,6 +222,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::Rename);
         match self
             .fs
             .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -228,6 +240,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.fs.requests.count(Op::Link);
         match self.fs.link(ino.0, newparent.0, newname) {
             Ok(attr) => reply.entry(&self.fs.ttl(attr.ino.0), &attr, GENERATION),
             Err(e) => reply.error(errno(e)),
@@ -235,6 +248,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.fs.requests.count(Op::Open);
         let opened = match self.fs.open(ino.0, flags.0) {
             Ok(opened) => opened,
             Err(e) => return reply.error(errno(e)),
@@ -269,6 +283,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.fs.requests.count(Op::Read);
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -287,6 +302,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.fs.requests.count(Op::Write);
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -301,6 +317,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::Flush);
         // Nothing is buffered here (writes go straight to the staged file,
         // or through passthrough): ENOSYS makes the kernel stop sending a
         // FLUSH on every close, one round trip fewer per file.
@@ -317,6 +334,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::Release);
         self.fs.backings.release(fh.0);
         self.fs.release(fh.0);
         reply.ok();
@@ -330,6 +348,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::FSync);
         match self.fs.fsync(ino.0, fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -337,6 +356,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.fs.requests.count(Op::OpenDir);
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
@@ -351,6 +371,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.fs.requests.count(Op::ReadDir);
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
@@ -372,6 +393,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.fs.requests.count(Op::ReadDirPlus);
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for (next, entry) in entries {
@@ -406,6 +428,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::ReleaseDir);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -418,6 +441,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::FSyncDir);
         match self.fs.sync_journal() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -425,6 +449,7 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.fs.requests.count(Op::StatFs);
         match self.fs.statfs() {
             Ok(st) => reply.statfs(
                 st.f_blocks,
@@ -453,6 +478,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.fs.requests.count(Op::XAttr);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
@@ -464,18 +490,22 @@ impl Filesystem for FuseFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
+        self.fs.requests.count(Op::XAttr);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        self.fs.requests.count(Op::XAttr);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.fs.requests.count(Op::XAttr);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.fs.requests.count(Op::Access);
         match self.fs.access(ino.0, mask.bits()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -492,6 +522,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.fs.requests.count(Op::Create);
         let (attr, opened) = match self.fs.create(parent.0, name, mode, umask, flags) {
             Ok(created) => created,
             Err(e) => return reply.error(errno(e)),
@@ -525,5 +556,23 @@ impl Filesystem for FuseFs {
                 open_flags(&opened),
             ),
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // No ioctl is supported. The kernel asks anyway on every call (it
+        // has no "not implemented" memory for ioctl), most often TCGETS
+        // from isatty(), as Python's open() makes: ENOTTY says it.
+        self.fs.requests.count(Op::IoCtl);
+        reply.error(Errno::from_i32(libc::ENOTTY));
     }
 }

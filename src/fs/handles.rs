@@ -127,6 +127,16 @@ impl Fs {
             .ok_or(FsError(libc::EBADF))
     }
 
+    /// An open handle on `ino`, if any. The kernel sends `fstat` as a
+    /// GETATTR without the file's handle, so an inode whose path is gone
+    /// (unlinked, or detached by a view switch) is answered through this.
+    pub(super) fn handle_on(&self, ino: u64) -> Option<u64> {
+        lock(&self.handles)
+            .iter()
+            .find(|(_, handle)| handle.ino() == ino && !matches!(&***handle, Handle::Dir { .. }))
+            .map(|(fh, _)| *fh)
+    }
+
     /// The metadata of the file an open handle reads or writes, for
     /// `fstat` on a file that was unlinked while open.
     pub(super) fn handle_file_metadata(&self, fh: u64) -> FsResult<Option<std::fs::Metadata>> {
@@ -497,11 +507,15 @@ mod tests {
         let opened = fs.open(f, libc::O_RDONLY).unwrap();
         fs.unlink(super::super::inodes::ROOT_INO, name("f"))
             .unwrap();
-        assert_eq!(fs.getattr(f, None), Err(FsError(libc::ENOENT)));
-        let attr = fs.getattr(f, Some(opened.fh)).unwrap();
-        assert_eq!((attr.size, attr.nlink), (5, 0));
+        // The kernel sends fstat without the handle: either way the open
+        // file answers.
+        for fh in [None, Some(opened.fh)] {
+            let attr = fs.getattr(f, fh).unwrap();
+            assert_eq!((attr.size, attr.nlink), (5, 0));
+        }
         assert_eq!(fs.read(opened.fh, 0, 100).unwrap(), b"bytes");
         fs.release(opened.fh);
+        assert_eq!(fs.getattr(f, None), Err(FsError(libc::ENOENT)));
         assert_eq!(fs.read(opened.fh, 0, 100), Err(FsError(libc::EBADF)));
     }
 }

@@ -91,6 +91,29 @@ impl InodeTable {
             .map(|(ino, inode)| (*ino, inode.path.as_str()))
     }
 
+    /// The numbered paths (not the root) that the kernel may use without
+    /// looking them up from their parent again: top-level names (whose
+    /// invalidation drops every unused entry below them), directories
+    /// (a process's working directory), and whatever an open handle
+    /// holds (open files, listings). See `super::kernel_cache`.
+    pub fn pinned_or_top(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.by_ino
+            .iter()
+            .filter(|(ino, inode)| {
+                **ino != ROOT_INO && (inode.dir || inode.opens > 0 || !inode.path.contains('/'))
+            })
+            .map(|(ino, inode)| (*ino, inode.path.as_str()))
+    }
+
+    /// Whether the kernel may use the attributes of `ino` without looking
+    /// its entry up again: a directory, an open inode, or a number no
+    /// longer in the table (detached while the kernel holds it).
+    pub fn outlives_entry(&self, ino: u64) -> bool {
+        self.by_ino
+            .get(&ino)
+            .is_none_or(|inode| inode.dir || inode.opens > 0)
+    }
+
     /// The inode of a path, if it has one.
     pub fn get(&self, path: &str) -> Option<u64> {
         self.by_path.get(path).copied()

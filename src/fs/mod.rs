@@ -14,6 +14,7 @@
 //! inodes    inode numbers per mount path, counted lookups and forget
 //! passthrough  the files the kernel reads and writes itself, per inode
 //! kernel_cache what the kernel may cache, and its invalidation
+//! request_counts  the kernel's requests by kind, logged at unmount
 //! ```
 //!
 //! `Fs` can be driven directly, without a kernel mount, which is how most
@@ -31,6 +32,7 @@ pub mod inodes;
 pub mod kernel_cache;
 mod listing;
 pub mod passthrough;
+pub mod request_counts;
 #[cfg(test)]
 mod testing;
 

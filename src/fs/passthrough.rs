@@ -63,46 +63,29 @@ pub enum OpenMode<'a> {
     Plain,
 }
 
-/// How one open is answered; see [`Backings::decide`].
-pub struct Decision<'a> {
-    passthrough: Option<(MutexGuard<'a, Table>, u64)>,
-    refused: bool,
+/// How one open is answered; see [`Backings::decide`]. A passthrough
+/// decision holds its backing open until the answer is sent, even if
+/// the table lets go of it meanwhile.
+pub enum Decision {
+    Plain,
+    Refused,
+    Passthrough(Arc<BackingId>),
 }
 
-impl<'a> Decision<'a> {
-    fn plain() -> Decision<'a> {
-        Decision {
-            passthrough: None,
-            refused: false,
-        }
-    }
-
-    fn refused() -> Decision<'a> {
-        Decision {
-            passthrough: None,
-            refused: true,
-        }
-    }
-
-    fn passthrough(table: MutexGuard<'a, Table>, ino: u64) -> Decision<'a> {
-        Decision {
-            passthrough: Some((table, ino)),
-            refused: false,
-        }
-    }
-
+impl Decision {
     pub fn mode(&self) -> OpenMode<'_> {
-        match &self.passthrough {
-            Some((table, ino)) => OpenMode::Passthrough(&table.by_ino[ino].id),
-            None if self.refused => OpenMode::Refused,
-            None => OpenMode::Plain,
+        match self {
+            Decision::Passthrough(id) => OpenMode::Passthrough(id),
+            Decision::Refused => OpenMode::Refused,
+            Decision::Plain => OpenMode::Plain,
         }
     }
 }
 
 struct InUse {
     key: BackingKey,
-    id: BackingId,
+    /// Closed (the kernel's backing id freed) when the last holder drops.
+    id: Arc<BackingId>,
     handles: usize,
 }
 
@@ -111,6 +94,9 @@ struct Table {
     by_ino: HashMap<u64, InUse>,
     /// The inode of each handle opened through a backing.
     ino_of_fh: HashMap<u64, u64>,
+    /// Opens waiting in [`Backings::wait_for`]: a release wakes them only
+    /// if there are any (a wake-up is a system call).
+    waiting: usize,
 }
 
 /// How long an open waits for the releases of an inode's closed files.
@@ -136,50 +122,53 @@ impl Backings {
     }
 
     /// Decide how handle `fh` of `ino` is opened; `open_backing`
-    /// registers a file with the kernel. The decision holds the table's
-    /// lock, so that the backing outlives the answer made from it.
+    /// registers a file with the kernel. The handle counts as a holder of
+    /// the backing from here on, and the decision keeps the backing id
+    /// open, so that it outlives the answer made from it.
     pub fn decide(
         &self,
         ino: u64,
         fh: u64,
         candidate: Option<&BackingCandidate>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Decision<'_> {
+    ) -> Decision {
         let Some(candidate) = candidate.filter(|_| self.enabled()) else {
-            return Decision::plain();
+            return Decision::Plain;
         };
         let (mut table, free) = self.wait_for(lock(&self.table), ino, Some(candidate.key));
         tracing::debug!(ino, fh, key = ?candidate.key, held = ?table.by_ino.get(&ino).map(|u| u.key), free, "passthrough open");
         if !free {
-            return Decision::refused();
+            return Decision::Refused;
         }
         if let Some(in_use) = table.by_ino.get_mut(&ino) {
             in_use.handles += 1;
+            let id = in_use.id.clone();
             table.ino_of_fh.insert(fh, ino);
-            return Decision::passthrough(table, ino);
+            return Decision::Passthrough(id);
         }
         match open_backing(&candidate.file) {
             Ok(id) => {
+                let id = Arc::new(id);
                 table.ino_of_fh.insert(fh, ino);
                 table.by_ino.insert(
                     ino,
                     InUse {
                         key: candidate.key,
-                        id,
+                        id: id.clone(),
                         handles: 1,
                     },
                 );
-                Decision::passthrough(table, ino)
+                Decision::Passthrough(id)
             }
             // The kernel or our privileges do not allow it.
             Err(e) if table.by_ino.is_empty() => {
                 self.enabled.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "FUSE passthrough refused; the daemon serves all file data");
-                Decision::plain()
+                Decision::Plain
             }
             Err(e) => {
                 tracing::warn!(error = %e, ino, "FUSE passthrough refused for one file");
-                Decision::refused()
+                Decision::Refused
             }
         }
     }
@@ -215,11 +204,13 @@ impl Backings {
             if left.is_zero() {
                 return (table, false);
             }
+            table.waiting += 1;
             table = self
                 .released
                 .wait_timeout(table, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            table.waiting -= 1;
         }
     }
 
@@ -239,18 +230,25 @@ impl Backings {
     }
 
     /// A handle closed: its inode's backing goes with its last handle.
+    /// The backing id is closed (an ioctl) after the table is unlocked.
     pub fn release(&self, fh: u64) {
         let mut table = lock(&self.table);
         let Some(ino) = table.ino_of_fh.remove(&fh) else {
             return;
         };
+        let mut gone = None;
         if let Some(in_use) = table.by_ino.get_mut(&ino) {
             in_use.handles -= 1;
             if in_use.handles == 0 {
-                table.by_ino.remove(&ino); // closes the backing id
+                gone = table.by_ino.remove(&ino);
             }
         }
-        self.released.notify_all();
+        let wake = table.waiting > 0;
+        drop(table);
+        drop(gone);
+        if wake {
+            self.released.notify_all();
+        }
     }
 
     /// A commit carried staged files open for writing into the new
