@@ -300,7 +300,9 @@ fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
             .status
             .success()
     );
-    let m = mount(&repo, &dir.path().join("m"), &[]);
+    // Files are not stored ahead of the commit, so that it takes long
+    // enough to show progress.
+    let m = mount(&repo, &dir.path().join("m"), &["--seal-delay", "off"]);
     let write = |dir: &str, n: usize| {
         std::fs::create_dir(m.path.join(dir)).unwrap();
         for i in 0..n {

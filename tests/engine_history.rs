@@ -129,6 +129,7 @@ fn committing_one_file_in_a_repository_of_100000_writes_a_few_small_objects() {
         branch: DEFAULT_BRANCH,
         base,
         changes,
+        applied: None,
         author: "bulk",
         message: "100,000 chunks",
         session: "bulk",

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use zarrfs::repo::{
-    Change, CommitError, CommitRequest, DEFAULT_BRANCH, EntryKind, ObjectId, Repo, WriteBatch,
+    Change, ChangeListWriter, CommitError, CommitRequest, DEFAULT_BRANCH, EntryKind, ObjectId,
+    Repo, WriteBatch,
 };
 
 /// A small universe of paths, with files at several depths and names that
@@ -112,12 +113,22 @@ fn commit(
     base: zarrfs::repo::CommitId,
     changes: &[(String, Change)],
 ) -> Result<zarrfs::repo::CommitId, CommitError> {
+    // Written as a session writes it: applied to the base's tree on the
+    // way, which a commit that needs no rebase takes as its tree.
     let mut written = WriteBatch::default();
-    let changes = repo.put_change_list(changes, &mut written)?;
+    let base_tree = repo.commit_record(base)?.tree;
+    let mut sorted: Vec<&(String, Change)> = changes.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut writer = ChangeListWriter::new(repo.objects()).applying_to(base_tree);
+    for (path, change) in sorted {
+        writer.push(path.clone(), change.clone(), &mut written)?;
+    }
+    let (changes, applied) = writer.finish_applied(&mut written)?;
     repo.commit(CommitRequest {
         branch: DEFAULT_BRANCH,
         base,
         changes,
+        applied,
         author: "model",
         message: "model",
         session: "model",

@@ -54,6 +54,13 @@ pub struct MountArgs {
     /// Start a new session even if one with changes was last mounted here
     #[arg(long)]
     pub new_session: bool,
+    /// How long a closed file waits before the daemon stores it in the
+    /// repository ahead of the commit ("300ms", "2s"; "off": commits store
+    /// every file themselves). Files rewritten or removed sooner are not
+    /// stored for nothing; what is stored and then dropped is disk space
+    /// that `zarrfs gc` gives back
+    #[arg(long, value_name = "DURATION", value_parser = parse_seal_delay)]
+    pub seal_delay: Option<SealDelay>,
     /// Append the daemon's log to this file instead of standard error
     /// (`zarrfs mount` passes its log file to the daemon it starts)
     #[arg(long, hide = true, value_name = "FILE")]
@@ -67,6 +74,28 @@ pub struct UmountArgs {
     /// Detach now even if files are open there (umount -l)
     #[arg(long, short = 'l')]
     pub lazy: bool,
+}
+
+/// `--seal-delay`: a duration, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealDelay(pub Option<Duration>);
+
+impl std::fmt::Display for SealDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(delay) => write!(f, "{}", humantime::format_duration(delay)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+fn parse_seal_delay(text: &str) -> Result<SealDelay, String> {
+    if text == "off" {
+        return Ok(SealDelay(None));
+    }
+    humantime::parse_duration(text)
+        .map(|delay| SealDelay(Some(delay)))
+        .map_err(|e| format!("{e} (a duration such as 300ms or 2s, or off)"))
 }
 
 fn failure(message: impl Into<String>) -> Failure {
@@ -162,6 +191,9 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     }
     if args.new_session {
         command.arg("--new-session");
+    }
+    if let Some(delay) = args.seal_delay {
+        command.arg("--seal-delay").arg(delay.to_string());
     }
     command
         .stdin(Stdio::null())
@@ -330,6 +362,9 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
     let mut options = FsOptions::new(&at);
     options.read_only = args.read_only;
     options.log = log.map(|p| p.display().to_string());
+    if let Some(SealDelay(delay)) = args.seal_delay {
+        options.seal_delay = delay;
+    }
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {

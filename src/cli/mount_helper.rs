@@ -61,7 +61,7 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
         Failure::new(
             exit::USAGE,
             format!(
-                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,ro]"
+                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,seal_delay=DURATION,ro]"
             ),
         )
     };
@@ -115,12 +115,16 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
                 command.push(format!("--{key}").into());
                 command.push(value.into());
             }
+            ("seal_delay" | "seal-delay", Some(value)) => {
+                command.push("--seal-delay".into());
+                command.push(value.into());
+            }
             ("new_session" | "new-session", None) => command.push("--new-session".into()),
             ("ro", None) => command.push("--read-only".into()),
             _ if is_generic(option) => {}
             _ => {
                 return Err(usage(format!(
-                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, ro)"
+                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, seal_delay=DURATION, ro)"
                 )));
             }
         }

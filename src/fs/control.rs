@@ -252,6 +252,7 @@ pub fn session_json(session: &Session, options: &FsOptions, passthrough: bool) -
         "pid": std::process::id(),
         "log": options.log,
         "passthrough": passthrough,
+        "sealed_files": session.sealed_files(),
     });
     format!("{}\n", serde_json::to_string_pretty(&description).unwrap())
 }
@@ -419,13 +420,15 @@ impl Fs {
         let new_session = session.id().to_owned();
         drop(session);
         drop(epoch);
-        if result.is_ok() {
-            self.invalidate_view();
-        }
         match result {
             Ok(id) => {
-                *lock(&self.last_commit) = format!("{id}\n");
                 let (changes, rebased_over) = self.commit_stats(id, base);
+                if rebased_over == 0 {
+                    self.invalidate_after_own_commit();
+                } else {
+                    self.invalidate_view();
+                }
+                *lock(&self.last_commit) = format!("{id}\n");
                 tracing::info!(
                     commit = %id,
                     changes,

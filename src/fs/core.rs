@@ -22,15 +22,16 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
 use super::control::{self, Node, RefKind};
 use super::handles::Handle;
 use super::inodes::InodeTable;
+use super::passthrough::BackingKey;
 use crate::repo::{EntryKind, RefError, Repo};
-use crate::session::{NodeKind, Session, SessionError};
+use crate::session::{NodeKind, SealPass, Session, SessionError};
 
 /// An errno, the only thing a failed filesystem call can say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,9 @@ pub struct FsOptions {
     pub mountpoint: String,
     /// The daemon's log file, for `status.json` (`None`: standard error).
     pub log: Option<String>,
+    /// How long a closed file waits before it is sealed (stored ahead of
+    /// the commit); `None`: never.
+    pub seal_delay: Option<Duration>,
 }
 
 impl FsOptions {
@@ -100,6 +104,7 @@ impl FsOptions {
             gid,
             mountpoint: mountpoint.to_owned(),
             log: None,
+            seal_delay: Some(super::daemon::SEAL_DELAY),
         }
     }
 }
@@ -244,6 +249,29 @@ impl Fs {
             self.session_write().flush()?;
         }
         Ok(())
+    }
+
+    /// Seal the session's files that have been closed for `delay`, at
+    /// most `limit` of them (the mount's sealing worker calls this; see
+    /// `crate::session::Sealer`). Files the kernel holds open for reading
+    /// wait, so that they can still be opened for writing beside those
+    /// reads.
+    pub fn seal_closed_files(&self, delay: Duration, limit: usize) -> SealPass {
+        let (sealer, generation) = {
+            let session = self.session_read();
+            (session.sealer(), session.generation())
+        };
+        sealer.seal_due(delay, limit, &|staged| {
+            self.backings
+                .holds(BackingKey::Staged { generation, staged })
+        })
+    }
+
+    /// Make the files sealed so far durable (see
+    /// `crate::session::Sealer::sync_sealed`).
+    pub fn sync_sealed_files(&self) -> FsResult<()> {
+        let sealer = self.session_read().sealer();
+        Ok(sealer.sync_sealed()?)
     }
 
     /// fsyncdir, and anything else that asks for durability of the

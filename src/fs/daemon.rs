@@ -1,6 +1,6 @@
-//! Serving a mount: mount with fuser, flush the journal in the
-//! background, unmount on SIGTERM/SIGINT/SIGHUP, and close the session
-//! when the kernel lets go.
+//! Serving a mount: mount with fuser, flush the journal and seal closed
+//! files in the background, unmount on SIGTERM/SIGINT/SIGHUP, and close
+//! the session when the kernel lets go.
 
 use std::io;
 use std::path::Path;
@@ -19,6 +19,20 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// Kernel request threads.
 pub const THREADS: usize = 4;
 
+/// How long a closed file waits before it is sealed (stored ahead of the
+/// commit), so that files removed or rewritten at once, such as
+/// temporary files, are not stored for nothing.
+pub const SEAL_DELAY: Duration = Duration::from_millis(300);
+
+/// How often the sealing worker looks for closed files, and how many it
+/// seals before it looks again at once.
+const SEAL_INTERVAL: Duration = Duration::from_millis(100);
+const SEAL_BATCH: usize = 1024;
+
+/// How often, while it seals, the worker makes what it sealed durable,
+/// so that a commit right after a burst of writes has little to sync.
+const SEAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Mount `fs` at `mountpoint` and serve it until it is unmounted.
 /// `mounted` runs once the kernel has accepted the mount. Returns the
 /// filesystem for the caller to close its session.
@@ -30,6 +44,10 @@ pub fn serve(
     mounted: impl FnOnce(),
 ) -> io::Result<Fs> {
     let fs = Arc::new(fs);
+    if fs.options().seal_delay.is_some() {
+        // From the first file closed on, not from the worker's first pass.
+        fs.with_session(|session| session.sealer());
+    }
     let signals = block_signals();
 
     let mut config = fuser::Config::default();
@@ -68,6 +86,14 @@ pub fn serve(
             })?
     };
 
+    // The sealing worker: closed files are hashed and stored while the
+    // session goes on, so that commits find them done.
+    let (stop_sealer_tx, stop_sealer_rx) = mpsc::channel::<()>();
+    let sealer = match fs.options().seal_delay {
+        None => None,
+        Some(delay) => Some(spawn_sealer(fs.clone(), delay, stop_sealer_rx)?),
+    };
+
     // Signals unmount (lazily, so that open files do not keep the daemon).
     if signals {
         let target = mountpoint.to_owned();
@@ -91,6 +117,10 @@ pub fn serve(
     );
     let _ = stop_tx.send(());
     let _ = flusher.join();
+    let _ = stop_sealer_tx.send(());
+    if let Some(sealer) = sealer {
+        let _ = sealer.join();
+    }
     if let Err(e) = fs.sync_journal() {
         tracing::error!(
             "flushing the session journal failed: {}",
@@ -100,6 +130,41 @@ pub fn serve(
     result?;
     // The fuser threads are gone; the flusher is joined.
     Arc::try_unwrap(fs).map_err(|_| io::Error::other("the filesystem is still in use"))
+}
+
+/// The sealing worker: every [`SEAL_INTERVAL`], seal the files closed
+/// for `delay`, and now and then make them durable.
+fn spawn_sealer(
+    fs: Arc<Fs>,
+    delay: Duration,
+    stop: mpsc::Receiver<()>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("zarrfs-seal".into())
+        .spawn(move || {
+            let mut wait = SEAL_INTERVAL;
+            let mut unsynced = 0;
+            let mut last_sync = std::time::Instant::now();
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+                let pass = fs.seal_closed_files(delay, SEAL_BATCH);
+                unsynced += pass.sealed;
+                if unsynced > 0 && last_sync.elapsed() >= SEAL_SYNC_INTERVAL {
+                    if let Err(e) = fs.sync_sealed_files() {
+                        tracing::warn!(
+                            "syncing sealed files failed: {}",
+                            io::Error::from_raw_os_error(e.0)
+                        );
+                    }
+                    unsynced = 0;
+                    last_sync = std::time::Instant::now();
+                }
+                wait = if pass.sealed == SEAL_BATCH {
+                    Duration::ZERO
+                } else {
+                    SEAL_INTERVAL
+                };
+            }
+        })
 }
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];

@@ -5,7 +5,9 @@
 //! (create, write, rename, ...), except the view switches that commit,
 //! checkout and discard make. Those call [`Fs::invalidate_view`], which
 //! tells the kernel to forget every view entry and attribute it holds, so
-//! that the next access after the switch sees the new view. The control
+//! that the next access after the switch sees the new view; a commit that
+//! was not rebased leaves the view as it was and forgets only inode
+//! numbers that changed ([`Fs::invalidate_after_own_commit`]). The control
 //! directory and the history trees change when other mounts commit, so
 //! nothing of them is cached (TTL 0).
 //!
@@ -51,14 +53,33 @@ impl Fs {
     /// and attributes (and cached pages) it holds. Call without holding
     /// the session or epoch locks.
     pub(super) fn invalidate_view(&self) {
+        self.invalidate(true);
+    }
+
+    /// A commit landed on the session's base, rebased over nothing: the
+    /// view shows what it showed before, so the kernel forgets only the
+    /// numbers detached from their paths (their file is another one now,
+    /// see `super::passthrough`). Cached attributes of other paths may
+    /// show the times of the files as written until their TTL runs out,
+    /// and then the commit's. Dropping 100,000 cached entries costs the
+    /// kernel a quarter of a second, for nothing.
+    pub(super) fn invalidate_after_own_commit(&self) {
+        self.invalidate(false);
+    }
+
+    fn invalidate(&self, whole_view: bool) {
         let started = std::time::Instant::now();
         // (inode, parent inode, name, whether its attributes can outlive
         // its entry).
         let targets: Vec<(u64, u64, String, bool)> = {
             let mut inodes = lock(&self.inodes);
             let detached = inodes.take_detached();
-            inodes
-                .pinned_or_top()
+            let kept: Vec<(u64, &str)> = if whole_view {
+                inodes.pinned_or_top().collect()
+            } else {
+                Vec::new()
+            };
+            kept.into_iter()
                 .chain(detached.iter().map(|(ino, path)| (*ino, path.as_str())))
                 .filter(|(_, path)| matches!(control::classify(path), Some(Node::View(_))))
                 .map(|(ino, path)| {
@@ -87,6 +108,7 @@ impl Fs {
         }
         let _ = notifier.inval_inode(INodeNo(ROOT_INO), 0, 0);
         tracing::debug!(
+            whole_view,
             entries = targets.len(),
             duration_us = started.elapsed().as_micros() as u64,
             "kernel caches of the view invalidated"

@@ -178,6 +178,14 @@ impl Backings {
         lock(&self.table).by_ino.get(&ino).map(|in_use| in_use.key)
     }
 
+    /// Whether the kernel holds `key` as the backing of some inode.
+    pub fn holds(&self, key: BackingKey) -> bool {
+        lock(&self.table)
+            .by_ino
+            .values()
+            .any(|in_use| in_use.key == key)
+    }
+
     /// Whether an open of `ino` that needs the file `wanted` (`None`: a
     /// file not registered yet) can be served: the inode has no backing,
     /// or that one, once releases in flight have arrived.

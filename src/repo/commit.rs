@@ -5,11 +5,13 @@
 //! commit changed and how, which is what a rebase compares and replays.
 
 use std::io;
+use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
-use super::object::{CommitId, ObjectId, Objects, WriteBatch};
-use super::tree::Change;
+use super::object::{CommitId, ObjectId, Objects, WriteBatch, store_object};
+use super::tree::{Change, Trees};
+use crate::storage::Storage;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
@@ -82,14 +84,71 @@ struct PageRef {
     id: ObjectId,
 }
 
+/// A change list applied to a tree while it was written: the tree that a
+/// commit of the list on `base` has, so that the commit need not read the
+/// list back to build it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedTree {
+    pub base: ObjectId,
+    pub tree: ObjectId,
+}
+
+/// How many changes a tree is given at a time: applying a long change
+/// list in slices bounds memory and rewrites only the few nodes that two
+/// slices share.
+pub const APPLY_SLICE: usize = 32_768;
+
+/// A page of records, shared by the thread that stores it and the tree
+/// being built.
+type Page = Arc<Vec<ChangeRecord>>;
+
 /// Writes a change list page by page. Paths come in increasing order.
+/// The pages of a long list are encoded and stored on a thread of their
+/// own, beside the tree being built from them.
 pub struct ChangeListWriter<'a> {
     objects: &'a Objects,
     page: Vec<ChangeRecord>,
-    pages: Vec<PageRef>,
+    /// The first path and length of each page handed to `pages_out`.
+    pages: Vec<(String, u64)>,
+    pages_out: Option<PageStorer>,
     /// The last path of the pages written.
     last_written: Option<String>,
     count: u64,
+    /// The changes are also applied to this tree, a slice at a time.
+    applied: Option<AppliedTree>,
+    /// Pages written but not applied yet, and how many records they hold.
+    unapplied: Vec<Page>,
+    unapplied_len: usize,
+}
+
+/// The thread that encodes and stores a change list's pages, in order.
+struct PageStorer {
+    pages: mpsc::SyncSender<Page>,
+    stored: std::thread::JoinHandle<io::Result<Vec<ObjectId>>>,
+}
+
+impl PageStorer {
+    fn start(storage: Arc<Storage>) -> io::Result<PageStorer> {
+        // A few pages in flight at most, to bound memory.
+        let (pages, incoming) = mpsc::sync_channel::<Page>(2);
+        let stored = std::thread::Builder::new()
+            .name("change-list".into())
+            .spawn(move || {
+                incoming
+                    .into_iter()
+                    .map(|page| store_object(&storage, &encode_page(&page)))
+                    .collect()
+            })?;
+        Ok(PageStorer { pages, stored })
+    }
+
+    /// The ids of the pages, once all are stored.
+    fn finish(self) -> io::Result<Vec<ObjectId>> {
+        drop(self.pages);
+        self.stored
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the change list writer panicked")))
+    }
 }
 
 impl<'a> ChangeListWriter<'a> {
@@ -98,9 +157,49 @@ impl<'a> ChangeListWriter<'a> {
             objects,
             page: Vec::new(),
             pages: Vec::new(),
+            pages_out: None,
             last_written: None,
             count: 0,
+            applied: None,
+            unapplied: Vec::new(),
+            unapplied_len: 0,
         }
+    }
+
+    /// Also apply the changes to the tree `base` as they are written (see
+    /// [`ChangeListWriter::finish_applied`]).
+    pub fn applying_to(mut self, base: ObjectId) -> ChangeListWriter<'a> {
+        self.applied = Some(AppliedTree { base, tree: base });
+        self
+    }
+
+    /// Apply the pages not applied yet to the tree being built, if any.
+    fn apply_unapplied(&mut self, batch: &mut WriteBatch) -> io::Result<()> {
+        if let Some(applied) = &mut self.applied
+            && self.unapplied_len > 0
+        {
+            let pairs = self
+                .unapplied
+                .iter()
+                .flat_map(|page| page.iter())
+                .map(|r| (r.path.as_str(), &r.change))
+                .collect();
+            applied.tree = Trees::new(self.objects).apply_pairs(applied.tree, pairs, batch)?;
+        }
+        self.unapplied.clear();
+        self.unapplied_len = 0;
+        Ok(())
+    }
+
+    fn keep_for_applying(&mut self, page: Page, batch: &mut WriteBatch) -> io::Result<()> {
+        if self.applied.is_some() {
+            self.unapplied_len += page.len();
+            self.unapplied.push(page);
+            if self.unapplied_len >= APPLY_SLICE {
+                self.apply_unapplied(batch)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn push(&mut self, path: String, change: Change, batch: &mut WriteBatch) -> io::Result<()> {
@@ -126,32 +225,65 @@ impl<'a> ChangeListWriter<'a> {
     }
 
     fn write_page(&mut self, batch: &mut WriteBatch) -> io::Result<()> {
-        let page = std::mem::take(&mut self.page);
-        let id = self.objects.put(&encode_page(&page), batch)?;
-        self.pages.push(PageRef {
-            first: page[0].path.clone(),
-            count: page.len() as u64,
-            id,
-        });
-        self.last_written = page.into_iter().next_back().map(|r| r.path);
-        Ok(())
+        let page: Page = Arc::new(std::mem::take(&mut self.page));
+        self.pages.push((page[0].path.clone(), page.len() as u64));
+        self.last_written = page.last().map(|r| r.path.clone());
+        if self.pages_out.is_none() {
+            self.pages_out = Some(PageStorer::start(self.objects.shared_storage())?);
+        }
+        let out = self.pages_out.as_ref().expect("started above");
+        if out.pages.send(page.clone()).is_err() {
+            // The storer stopped at an error: it says which.
+            let error = self.pages_out.take().expect("started above").finish();
+            return Err(error
+                .err()
+                .unwrap_or_else(|| io::Error::other("change list not stored")));
+        }
+        self.keep_for_applying(page, batch)
     }
 
-    pub fn finish(mut self, batch: &mut WriteBatch) -> io::Result<ChangeList> {
+    pub fn finish(self, batch: &mut WriteBatch) -> io::Result<ChangeList> {
+        Ok(self.finish_applied(batch)?.0)
+    }
+
+    /// [`ChangeListWriter::finish`], with the tree the changes were
+    /// applied to if [`ChangeListWriter::applying_to`] asked for one.
+    pub fn finish_applied(
+        mut self,
+        batch: &mut WriteBatch,
+    ) -> io::Result<(ChangeList, Option<AppliedTree>)> {
         let id = if self.pages.is_empty() {
-            self.objects.put(&encode_page(&self.page), batch)?
+            let page: Page = Arc::new(std::mem::take(&mut self.page));
+            let id = self.objects.put(&encode_page(&page), batch)?;
+            self.keep_for_applying(page, batch)?;
+            id
         } else {
             if !self.page.is_empty() {
                 self.write_page(batch)?;
             }
-            let index = PageIndex { pages: self.pages };
+            let ids = self
+                .pages_out
+                .take()
+                .expect("pages were written")
+                .finish()?;
+            for id in &ids {
+                batch.push_with(|| id.key_in("objects"));
+            }
+            let pages = std::mem::take(&mut self.pages)
+                .into_iter()
+                .zip(ids)
+                .map(|((first, count), id)| PageRef { first, count, id })
+                .collect();
+            let index = PageIndex { pages };
             let bytes = serde_json::to_vec(&index).expect("change list indexes serialize");
             self.objects.put(&bytes, batch)?
         };
-        Ok(ChangeList {
+        self.apply_unapplied(batch)?;
+        let list = ChangeList {
             id,
             count: self.count,
-        })
+        };
+        Ok((list, self.applied))
     }
 }
 

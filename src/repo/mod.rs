@@ -33,14 +33,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use commit::{ChangeList, ChangeListWriter, Commit};
+pub use commit::{AppliedTree, ChangeList, ChangeListWriter, Commit};
 pub use conflict::Conflict;
 pub use object::{CommitId, ObjectId, Objects, WriteBatch};
 pub use refs::{BranchTip, RefError, Refs};
 pub use tree::{Change, DiffKind, Entry, EntryKind, Trees};
 
 use crate::storage::Storage;
-use commit::ChangePages;
+use commit::{APPLY_SLICE, ChangePages};
 use conflict::{ChangedPaths, ConflictFinder, Side};
 
 /// The file that marks a directory as a repository.
@@ -54,10 +54,6 @@ pub const DEFAULT_BRANCH: &str = "main";
 const MAX_COMMIT_ATTEMPTS: u32 = 200;
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
-/// How many changes a commit applies to its tree at a time: applying a
-/// long change list in slices bounds memory and rewrites only the few
-/// nodes that two slices share.
-const APPLY_SLICE: usize = 16_384;
 
 #[derive(Serialize, Deserialize)]
 struct FormatRecord {
@@ -122,6 +118,9 @@ pub struct CommitRequest<'a> {
     /// The changes, already written as a change list
     /// ([`commit::ChangeListWriter`], or [`Repo::put_change_list`]).
     pub changes: ChangeList,
+    /// The changes applied to the base's tree as they were written, if
+    /// they were: a commit that needs no rebase uses it as its tree.
+    pub applied: Option<AppliedTree>,
     pub author: &'a str,
     pub message: &'a str,
     pub session: &'a str,
@@ -450,7 +449,12 @@ impl Repo {
                 checked_up_to = tip.commit;
                 checked_record = self.commit_record(tip.commit)?;
             }
-            let tree = self.apply_change_list(checked_record.tree, request.changes, &mut batch)?;
+            let started = std::time::Instant::now();
+            let tree = match request.applied {
+                Some(applied) if applied.base == checked_record.tree => applied.tree,
+                _ => self.apply_change_list(checked_record.tree, request.changes, &mut batch)?,
+            };
+            let applied = started.elapsed();
             let record = Commit {
                 parents: vec![checked_up_to],
                 tree,
@@ -465,6 +469,12 @@ impl Repo {
             let id = self.put_commit(&record, &mut batch)?;
             // Everything the commit reaches is durable before the ref names it.
             batch.sync(&self.storage)?;
+            tracing::debug!(
+                attempt,
+                apply_ms = applied.as_millis() as u64,
+                sync_ms = (started.elapsed() - applied).as_millis() as u64,
+                "commit attempt written"
+            );
             if self.refs().compare_and_swap(request.branch, tip.seq, id)? {
                 self.commits.lock().unwrap().insert(id, Arc::new(record));
                 return Ok(CommitOutcome { id, rebased_over });

@@ -103,9 +103,15 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn push(&mut self, key: String) {
+        self.push_with(|| key);
+    }
+
+    /// [`WriteBatch::push`], making the key only if it is kept: a batch
+    /// past the threshold only counts.
+    pub fn push_with(&mut self, key: impl FnOnce() -> String) {
         self.count += 1;
         if self.keys.len() <= SYNCFS_THRESHOLD {
-            self.keys.push(key);
+            self.keys.push(key());
         }
     }
 
@@ -143,6 +149,11 @@ impl Objects {
         &self.storage
     }
 
+    /// The storage, for work handed to another thread.
+    pub fn shared_storage(&self) -> Arc<Storage> {
+        self.storage.clone()
+    }
+
     /// Where a blob's bytes are on disk.
     pub fn blob_path(&self, id: ObjectId) -> PathBuf {
         self.storage.path_of(&id.key_in("objects"))
@@ -154,10 +165,8 @@ impl Objects {
 
     /// Store bytes as an object and return its id.
     pub fn put(&self, bytes: &[u8], batch: &mut WriteBatch) -> io::Result<ObjectId> {
-        let id = ObjectId::of(bytes);
-        let key = id.key_in("objects");
-        self.storage.put(&key, bytes)?;
-        batch.push(key);
+        let id = store_object(&self.storage, bytes)?;
+        batch.push_with(|| id.key_in("objects"));
         Ok(id)
     }
 
@@ -167,14 +176,14 @@ impl Objects {
             .ok_or_else(|| missing(id))
     }
 
-    pub fn put_node(&self, node: &Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
-        let bytes = serde_json::to_vec(node).expect("tree nodes serialize");
+    pub fn put_node(&self, node: Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
+        let bytes = serde_json::to_vec(&node).expect("tree nodes serialize");
         let id = self.put(&bytes, batch)?;
         let mut cache = self.nodes.lock().unwrap();
         if cache.len() >= NODE_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(id, Arc::new(node.clone()));
+        cache.insert(id, Arc::new(node));
         Ok(id)
     }
 
@@ -196,6 +205,14 @@ impl Objects {
         cache.insert(id, node.clone());
         Ok(node)
     }
+}
+
+/// Store bytes as an object (not durable yet) and return its id; for
+/// work on other threads, which account for it in their batch later.
+pub fn store_object(storage: &Storage, bytes: &[u8]) -> io::Result<ObjectId> {
+    let id = ObjectId::of(bytes);
+    storage.put(&id.key_in("objects"), bytes)?;
+    Ok(id)
 }
 
 pub fn missing(id: ObjectId) -> io::Error {

@@ -93,8 +93,7 @@ impl<'a> Trees<'a> {
 
     /// The id of the empty directory, writing it if needed.
     pub fn empty(&self, batch: &mut WriteBatch) -> io::Result<ObjectId> {
-        self.objects
-            .put_node(&Node::Leaf { entries: vec![] }, batch)
+        self.objects.put_node(Node::Leaf { entries: vec![] }, batch)
     }
 
     /// The entry at `path` (`a/b/c`), or `None`. The empty path is the root
@@ -174,10 +173,22 @@ impl<'a> Trees<'a> {
         changes: &[(String, Change)],
         batch: &mut WriteBatch,
     ) -> io::Result<ObjectId> {
-        let mut sorted: Vec<(&str, &Change)> =
-            changes.iter().map(|(p, c)| (p.as_str(), c)).collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        self.apply_dir(Some(root), &sorted, batch)
+        self.apply_pairs(
+            root,
+            changes.iter().map(|(p, c)| (p.as_str(), c)).collect(),
+            batch,
+        )
+    }
+
+    /// [`Trees::apply`] on borrowed paths and changes.
+    pub fn apply_pairs(
+        &self,
+        root: ObjectId,
+        mut changes: Vec<(&str, &Change)>,
+        batch: &mut WriteBatch,
+    ) -> io::Result<ObjectId> {
+        changes.sort_by(|a, b| a.0.cmp(b.0));
+        self.apply_dir(Some(root), &changes, batch)
     }
 
     /// `changes` are relative to this directory and sorted by path.
@@ -263,7 +274,7 @@ impl<'a> Trees<'a> {
                 let first = chunk[0].first.clone();
                 let id = self
                     .objects
-                    .put_node(&Node::Inner { children: chunk }, batch)?;
+                    .put_node(Node::Inner { children: chunk }, batch)?;
                 parents.push(Child { first, id });
             }
             level = parents;
@@ -296,7 +307,7 @@ impl<'a> Trees<'a> {
                     let first = chunk[0].name.clone();
                     let id = self
                         .objects
-                        .put_node(&Node::Leaf { entries: chunk }, batch)?;
+                        .put_node(Node::Leaf { entries: chunk }, batch)?;
                     out.push(Child { first, id });
                 }
                 Ok(out)
@@ -326,7 +337,7 @@ impl<'a> Trees<'a> {
                     let first = chunk[0].first.clone();
                     let id = self
                         .objects
-                        .put_node(&Node::Inner { children: chunk }, batch)?;
+                        .put_node(Node::Inner { children: chunk }, batch)?;
                     out.push(Child { first, id });
                 }
                 Ok(out)

@@ -7,6 +7,7 @@
 //! only where they are a change of their own (an empty directory made, or
 //! a directory removed or replaced); others are implied by their files.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
@@ -66,22 +67,25 @@ struct PendingChange {
     change: Change,
     kind: StatusKind,
     staged: Option<u64>,
+    /// The staged file is in the object store already (sealed).
+    stored: bool,
 }
+
+/// A staged file's content id and size, and whether it is stored
+/// already.
+#[derive(Clone, Copy)]
+struct StagedHash {
+    id: ObjectId,
+    size: u64,
+    stored: bool,
+}
+
+/// The staged files of one journal chunk, hashed.
+type ChunkHashes = HashMap<u64, StagedHash>;
 
 impl Session {
     /// Hash a staged file, reusing the last hash while its size and mtime
-    /// are unchanged.
-    fn hash_staged(&mut self, n: u64) -> io::Result<(ObjectId, u64)> {
-        let (len, mtime, id) = self.hash_staged_shared(n)?;
-        if self.hashes.len() >= HASH_CACHE_LIMIT {
-            self.hashes.clear();
-        }
-        self.hashes.insert(n, (len, mtime, id));
-        Ok((id, len))
-    }
-
-    /// [`Session::hash_staged`] without remembering the hash, so that
-    /// several threads can share the session.
+    /// are unchanged. Shares the session, so that several threads can.
     fn hash_staged_shared(&self, n: u64) -> io::Result<(u64, SystemTime, ObjectId)> {
         let path = self.staged_path(n);
         let meta = std::fs::metadata(&path)?;
@@ -97,8 +101,9 @@ impl Session {
         Ok((len, mtime, ObjectId(*hasher.finalize().as_bytes())))
     }
 
-    /// Hash the staged files of a chunk of the journal on every core.
-    fn hash_chunk(&mut self, chunk: &[(String, JournalEntry)]) -> io::Result<()> {
+    /// The hashes of a journal chunk's staged files: sealed ones as they
+    /// were sealed, the others hashed on every core.
+    fn hash_chunk(&mut self, chunk: &[(String, JournalEntry)]) -> io::Result<ChunkHashes> {
         let staged: Vec<u64> = chunk
             .iter()
             .filter_map(|(_, entry)| match entry {
@@ -109,14 +114,41 @@ impl Session {
                 _ => None,
             })
             .collect();
-        let hashed = on_every_core(&staged, |&n| {
+        let mut out = ChunkHashes::with_capacity(staged.len());
+        let mut unsealed = Vec::new();
+        for (n, sealed) in staged.iter().zip(self.seals.stored_many(&staged)) {
+            match sealed {
+                Some(file) => {
+                    out.insert(
+                        *n,
+                        StagedHash {
+                            id: file.id,
+                            size: file.size,
+                            stored: true,
+                        },
+                    );
+                }
+                None => unsealed.push(*n),
+            }
+        }
+        let hashed = on_every_core(&unsealed, |&n| {
             Ok::<_, io::Error>((n, self.hash_staged_shared(n)?))
         })?;
         if self.hashes.len() + hashed.len() > HASH_CACHE_LIMIT {
             self.hashes.clear();
         }
-        self.hashes.extend(hashed);
-        Ok(())
+        for &(n, (size, mtime, id)) in &hashed {
+            self.hashes.insert(n, (size, mtime, id));
+            out.insert(
+                n,
+                StagedHash {
+                    id,
+                    size,
+                    stored: false,
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Visit the session's changes in path order, reading the journal a
@@ -138,13 +170,13 @@ impl Session {
                 return Ok(());
             };
             after = Some(last.clone());
-            self.hash_chunk(&chunk)?;
+            let hashes = self.hash_chunk(&chunk)?;
             for (path, entry) in chunk {
                 if done % PROGRESS_EVERY == 0 {
                     progress(CommitProgress { phase, done, total });
                 }
                 done += 1;
-                if let Some(change) = self.pending_change(path, entry)?
+                if let Some(change) = self.pending_change(path, entry, &hashes)?
                     && visit(self, change)?.is_break()
                 {
                     return Ok(());
@@ -158,6 +190,7 @@ impl Session {
         &mut self,
         path: String,
         entry: JournalEntry,
+        hashes: &ChunkHashes,
     ) -> Result<Option<PendingChange>> {
         let base = if self.base_hidden(&path, false)? {
             None
@@ -167,12 +200,12 @@ impl Session {
         let base_kind = base.as_ref().map(|b| b.kind);
         Ok(match entry {
             JournalEntry::File { source, mode } => {
-                let (id, size, staged) = match source {
+                let (id, size, staged, stored) = match source {
                     FileSource::Staged(n) => {
-                        let (id, size) = self.hash_staged(n)?;
-                        (id, size, Some(n))
+                        let hash = hashes.get(&n).expect("the chunk's staged files are hashed");
+                        (hash.id, hash.size, Some(n), hash.stored)
                     }
-                    FileSource::Blob { id, size } => (id, size, None),
+                    FileSource::Blob { id, size } => (id, size, None, true),
                 };
                 if let Some(b) = &base
                     && b.kind == EntryKind::File
@@ -190,6 +223,7 @@ impl Session {
                         StatusKind::Added
                     },
                     staged,
+                    stored,
                 })
             }
             JournalEntry::Dir { opaque } => {
@@ -212,6 +246,7 @@ impl Session {
                     change,
                     kind,
                     staged: None,
+                    stored: true,
                 })
             }
             JournalEntry::Whiteout => base.map(|_| PendingChange {
@@ -219,6 +254,7 @@ impl Session {
                 change: Change::Delete,
                 kind: StatusKind::Deleted,
                 staged: None,
+                stored: true,
             }),
         })
     }
@@ -290,7 +326,7 @@ impl Session {
         let started = std::time::Instant::now();
         let repo = self.repo.clone();
         let mut written = WriteBatch::default();
-        let mut list = ChangeListWriter::new(repo.objects());
+        let mut list = ChangeListWriter::new(repo.objects()).applying_to(self.base_tree);
         let mut ready = Vec::new();
         self.for_each_change(progress, "storing", &mut |session, pending| {
             session.check_metadata(&pending)?;
@@ -301,7 +337,7 @@ impl Session {
             Ok(ControlFlow::Continue(()))
         })?;
         self.store_and_list(ready, &mut list, &mut written)?;
-        let changes = list.finish(&mut written)?;
+        let (changes, applied) = list.finish_applied(&mut written)?;
         if changes.count == 0 {
             return Err(CommitError::NothingToCommit.into());
         }
@@ -315,6 +351,7 @@ impl Session {
             branch: &branch,
             base: self.info.base,
             changes,
+            applied,
             author: &self.info.author,
             message,
             session: &self.info.id,
@@ -358,11 +395,21 @@ impl Session {
         list: &mut ChangeListWriter<'_>,
         written: &mut WriteBatch,
     ) -> Result<()> {
-        let keys = on_every_core(&changes, |pending| self.store_blob(pending))?;
+        let to_store: Vec<&PendingChange> = changes
+            .iter()
+            .filter(|pending| pending.staged.is_some() && !pending.stored)
+            .collect();
+        let keys = on_every_core(&to_store, |pending| self.store_blob(pending))?;
         for key in keys.into_iter().flatten() {
             written.push(key);
         }
         for pending in changes {
+            if let (Some(_), true, Change::File { id, .. }) =
+                (pending.staged, pending.stored, &pending.change)
+            {
+                // Sealed: stored already, and made durable with the rest.
+                written.push_with(|| id.key_in("objects"));
+            }
             list.push(pending.path, pending.change, written)?;
         }
         Ok(())

@@ -249,6 +249,42 @@ impl Journal {
         }
     }
 
+    /// Whether [`Journal::children`] of `dir` has one that is not a
+    /// whiteout; stops at the first.
+    pub fn has_visible_child(&self, dir: &str) -> io::Result<bool> {
+        let prefix = dir_prefix(dir);
+        let mut found = Ok(false);
+        self.scan(prefix.clone(), &mut |path, entry| {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                return Scan::Stop;
+            };
+            match rest.split_once('/') {
+                None if entry == JournalEntry::Whiteout => Scan::Next,
+                None => {
+                    found = Ok(true);
+                    Scan::Stop
+                }
+                Some((name, _)) => {
+                    // Below `name`: an implied directory, unless `name`
+                    // has an entry of its own (listed already).
+                    let own = format!("{prefix}{name}");
+                    match self.get(&own) {
+                        Ok(Some(JournalEntry::Whiteout)) => Scan::SkipTo(format!("{own}0")),
+                        Ok(_) => {
+                            found = Ok(true);
+                            Scan::Stop
+                        }
+                        Err(e) => {
+                            found = Err(e);
+                            Scan::Stop
+                        }
+                    }
+                }
+            }
+        })?;
+        found
+    }
+
     /// Remove every entry strictly below `dir`.
     pub fn remove_below(&mut self, dir: &str) -> io::Result<()> {
         const BATCH: usize = 4096;
@@ -356,7 +392,7 @@ impl Journal {
             for (path, entry) in &self.pending {
                 match entry {
                     Some(entry) => {
-                        let bytes = serde_json::to_vec(entry).expect("journal entries serialize");
+                        let bytes = entry.encode();
                         table
                             .insert(path.as_str(), bytes.as_slice())
                             .map_err(io::Error::other)?;
@@ -381,8 +417,79 @@ fn snapshot(db: &Database) -> io::Result<Table> {
     read.open_table(JOURNAL).map_err(io::Error::other)
 }
 
+/// Journal values: a tag byte, then fixed-size little-endian fields.
+/// Journals written before this encoding hold JSON objects, which start
+/// with `{` and are still read.
+mod tag {
+    pub const STAGED_FILE: u8 = b'S';
+    pub const BLOB_FILE: u8 = b'B';
+    pub const DIR: u8 = b'D';
+    pub const WHITEOUT: u8 = b'W';
+}
+
+impl JournalEntry {
+    /// The entry as a journal value: `S mode n`, `B mode id size`,
+    /// `D opaque` or `W`.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        match *self {
+            JournalEntry::File { source, mode } => match source {
+                FileSource::Staged(n) => {
+                    out.push(tag::STAGED_FILE);
+                    out.extend_from_slice(&mode.to_le_bytes());
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                FileSource::Blob { id, size } => {
+                    out.push(tag::BLOB_FILE);
+                    out.extend_from_slice(&mode.to_le_bytes());
+                    out.extend_from_slice(&id.0);
+                    out.extend_from_slice(&size.to_le_bytes());
+                }
+            },
+            JournalEntry::Dir { opaque } => out.extend_from_slice(&[tag::DIR, opaque as u8]),
+            JournalEntry::Whiteout => out.push(tag::WHITEOUT),
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<JournalEntry, String> {
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+        };
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let entry = match bytes.first() {
+            Some(b'{') => return serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Some(&tag::STAGED_FILE) if bytes.len() == 13 => {
+                u32_at(1)
+                    .zip(u64_at(5))
+                    .map(|(mode, n)| JournalEntry::File {
+                        source: FileSource::Staged(n),
+                        mode,
+                    })
+            }
+            Some(&tag::BLOB_FILE) if bytes.len() == 45 => {
+                let id = ObjectId(bytes[5..37].try_into().expect("32 bytes"));
+                u32_at(1)
+                    .zip(u64_at(37))
+                    .map(|(mode, size)| JournalEntry::File {
+                        source: FileSource::Blob { id, size },
+                        mode,
+                    })
+            }
+            Some(&tag::DIR) if bytes.len() == 2 => Some(JournalEntry::Dir {
+                opaque: bytes[1] != 0,
+            }),
+            Some(&tag::WHITEOUT) if bytes.len() == 1 => Some(JournalEntry::Whiteout),
+            _ => None,
+        };
+        entry.ok_or_else(|| format!("unknown entry of {} bytes", bytes.len()))
+    }
+}
+
 fn decode(journal: &Path, path: &str, bytes: &[u8]) -> io::Result<JournalEntry> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    JournalEntry::decode(bytes).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -406,6 +513,31 @@ fn dir_prefix(dir: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn entries_read_back_as_written_and_journals_of_json_entries_still_read() {
+        let id = ObjectId::of(b"bytes");
+        let entries = [
+            JournalEntry::File {
+                source: FileSource::Staged(u64::MAX - 1),
+                mode: 0o100_644,
+            },
+            JournalEntry::File {
+                source: FileSource::Blob { id, size: 5 },
+                mode: 0o755,
+            },
+            JournalEntry::Dir { opaque: true },
+            JournalEntry::Dir { opaque: false },
+            JournalEntry::Whiteout,
+        ];
+        for entry in entries {
+            assert_eq!(JournalEntry::decode(&entry.encode()), Ok(entry));
+            let json = serde_json::to_vec(&entry).unwrap();
+            assert_eq!(JournalEntry::decode(&json), Ok(entry), "legacy JSON value");
+        }
+        let error = decode(Path::new("j.redb"), "a/b", b"S\x01").unwrap_err();
+        assert!(error.to_string().contains("corrupt at 'a/b'"), "{error}");
+    }
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -504,7 +636,9 @@ mod tests {
                 for dir in ["", "a", "a/a", "b"] {
                     let mut children = journal.children(dir).unwrap();
                     children.sort_by(|x, y| x.0.cmp(&y.0));
+                    let visible = children.iter().any(|(_, e)| *e != JournalEntry::Whiteout);
                     prop_assert_eq!(children, model_children(&model, dir));
+                    prop_assert_eq!(journal.has_visible_child(dir).unwrap(), visible);
                 }
                 for (path, entry) in &model {
                     prop_assert_eq!(journal.get(path).unwrap(), Some(*entry));

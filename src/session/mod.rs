@@ -20,6 +20,7 @@
 mod changes;
 mod fs_support;
 pub mod journal;
+mod sealing;
 mod view;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use journal::{Journal, JournalEntry};
 
 pub use changes::{CommitProgress, StatusEntry, StatusKind};
 pub use journal::FileSource;
+pub use sealing::{SealPass, SealedFile, Sealer};
 pub use view::{Attr, NodeKind, ReadSource, StagedFile};
 
 /// What a session is, as recorded in `info.json`.
@@ -171,6 +173,8 @@ pub struct Session {
     generation: u64,
     /// Staged files carried over from the previous session by a commit.
     carried: Vec<(u64, u64)>,
+    /// Closed staged files being stored ahead of the commit (`sealing`).
+    seals: Arc<sealing::Seals>,
     _lock: File,
 }
 
@@ -266,6 +270,7 @@ impl Session {
             hashes: HashMap::new(),
             generation: 0,
             carried: Vec::new(),
+            seals: Default::default(),
             _lock: lock,
         })
     }
@@ -375,6 +380,9 @@ impl Session {
             next.journal.flush()?;
         }
         next.carried = carried;
+        if self.seals.enabled() {
+            next.seals.enable();
+        }
         let generation = self.generation;
         let old = std::mem::replace(self, next);
         let old_dir = old.dir.clone();
@@ -382,6 +390,24 @@ impl Session {
         self.generation = generation.wrapping_add(1);
         remove_in_background(&self.repo, &old_dir);
         Ok(())
+    }
+
+    /// The worker's handle on this session's sealing (see `sealing`);
+    /// from the first call on, closed files are queued for it, in this
+    /// session and in the ones that follow it.
+    pub fn sealer(&self) -> Sealer {
+        self.seals.enable();
+        Sealer::new(
+            self.seals.clone(),
+            self.dir.join("staged"),
+            self.repo.clone(),
+        )
+    }
+
+    /// How many of the session's files are sealed: stored in the object
+    /// store ahead of the commit.
+    pub fn sealed_files(&self) -> usize {
+        self.seals.stored_count()
     }
 
     /// After a commit: the staged files that were open for writing, as
@@ -461,6 +487,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.seals.retire();
         let _ = self.journal.flush();
     }
 }

@@ -226,11 +226,7 @@ impl Session {
     /// Whether the directory `dir` of the view has nothing in it; cheaper
     /// than listing it, as no attributes are needed.
     pub(super) fn dir_is_empty(&self, dir: &str) -> Result<bool> {
-        let journal = self.journal.children(dir)?;
-        if journal
-            .iter()
-            .any(|(_, entry)| *entry != JournalEntry::Whiteout)
-        {
+        if self.journal.has_visible_child(dir)? {
             return Ok(false);
         }
         if self.base_hidden(dir, true)? {
@@ -239,6 +235,9 @@ impl Session {
         let Some(base) = self.base_entry(dir)?.filter(|e| e.kind == EntryKind::Dir) else {
             return Ok(true);
         };
+        // Only whiteouts are in the journal here: the base's entries must
+        // all be among them.
+        let journal = self.journal.children(dir)?;
         let whiteouts: std::collections::HashSet<&str> =
             journal.iter().map(|(name, _)| name.as_str()).collect();
         Ok(self
@@ -307,8 +306,8 @@ impl Session {
         Ok(bytes)
     }
 
-    /// Open a file for writing, copying a committed file into the staging
-    /// area first (not its bytes, if `truncate`).
+    /// Open a file for writing, copying a committed (or sealed) file into
+    /// the staging area first (not its bytes, if `truncate`).
     pub fn open_write(&mut self, path: &str, truncate: bool) -> Result<StagedFile> {
         check_path(path)?;
         let (staged, file) = match self.find(path)? {
@@ -316,35 +315,26 @@ impl Session {
             Some(Found::Dir) => return Err(SessionError::IsADirectory(path.to_owned())),
             Some(Found::File {
                 source: FileSource::Staged(n),
-                ..
+                mode,
             }) => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(self.staged_path(n))?;
-                if truncate {
-                    file.set_len(0)?;
+                if self.seals.open_for_writing(n) {
+                    // Its inode is an object now, which must not change.
+                    self.copy_up(path, &self.staged_path(n), mode, truncate)?
+                } else {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(self.staged_path(n))?;
+                    if truncate {
+                        file.set_len(0)?;
+                    }
+                    (n, file)
                 }
-                (n, file)
             }
             Some(Found::File {
                 source: FileSource::Blob { id, .. },
                 mode,
-            }) => {
-                let (n, file) = self.new_staged_file()?;
-                if !truncate {
-                    let mut blob = File::open(self.repo.objects().blob_path(id))?;
-                    io::copy(&mut blob, &mut &file)?;
-                }
-                self.journal.insert(
-                    path,
-                    JournalEntry::File {
-                        source: FileSource::Staged(n),
-                        mode,
-                    },
-                )?;
-                (n, file)
-            }
+            }) => self.copy_up(path, &self.repo.objects().blob_path(id), mode, truncate)?,
         };
         *self.writers.entry(staged).or_default() += 1;
         Ok(StagedFile {
@@ -353,12 +343,36 @@ impl Session {
         })
     }
 
-    /// A write handle closed.
+    /// Give `path` a new staged file holding the bytes of `from` (none if
+    /// `truncate`).
+    fn copy_up(
+        &mut self,
+        path: &str,
+        from: &std::path::Path,
+        mode: u32,
+        truncate: bool,
+    ) -> Result<(u64, File)> {
+        let (n, file) = self.new_staged_file()?;
+        if !truncate {
+            io::copy(&mut File::open(from)?, &mut &file)?;
+        }
+        self.journal.insert(
+            path,
+            JournalEntry::File {
+                source: FileSource::Staged(n),
+                mode,
+            },
+        )?;
+        Ok((n, file))
+    }
+
+    /// A write handle closed. The file's last one queues it for sealing.
     pub fn release_write(&mut self, staged: u64) {
         if let Some(count) = self.writers.get_mut(&staged) {
             *count -= 1;
             if *count == 0 {
                 self.writers.remove(&staged);
+                self.seals.queue(staged);
             }
         }
     }

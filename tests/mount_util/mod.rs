@@ -88,14 +88,17 @@ impl Mount {
 
     /// Take charge of a mount made by the caller (to unmount it on drop).
     pub fn new_existing(repo: &Path, mountpoint: &Path) -> Mount {
-        let mountpoint = std::fs::canonicalize(mountpoint).unwrap();
-        let status = std::fs::read_to_string(mountpoint.join(".zarrfs/status.json")).unwrap();
-        let value: serde_json::Value = serde_json::from_str(&status).unwrap();
-        Mount {
-            path: mountpoint,
+        // The guard first, so that the mount goes even if what follows
+        // fails the test.
+        let mut mount = Mount {
+            path: std::fs::canonicalize(mountpoint).unwrap(),
             repo: repo.to_owned(),
-            pid: value["pid"].as_i64().unwrap() as i32,
-        }
+            pid: 0,
+        };
+        let session = std::fs::read_to_string(mount.path.join(".zarrfs/session.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&session).unwrap();
+        mount.pid = value["pid"].as_i64().unwrap() as i32;
+        mount
     }
 
     /// Run a shell script in the mount's root.

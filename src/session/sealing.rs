@@ -1,0 +1,287 @@
+//! Sealing: storing a session's closed files in the object store while
+//! the session goes on, so that its commit has almost nothing left to do.
+//!
+//! A staged file whose last write handle closed is *queued*. A worker (the
+//! mount runs one, see `fs::daemon`) takes the files that stayed closed
+//! for a moment, hashes each, links it into the object store under its
+//! hash (the same inode: no bytes are copied) and starts its writeback.
+//! From then on the file is *sealed*: its inode is an object, which must
+//! never change, so the next write open of its path copies it into a new
+//! staged file, as for a committed file (`Session::open_write`). A commit
+//! takes a sealed file's id and size as they are: no stat, hash or link
+//! per file, and little data left to make durable.
+//!
+//! ```text
+//! release_write ──> queued ──(closed for a moment; not open)──> sealed
+//!        ^            │ open_write (ticket cancelled)              │ open_write
+//!        └── written <┘                         copy-up into a new staged file
+//! ```
+//!
+//! The state is in memory only. A resumed session starts with nothing
+//! sealed, and its commit hashes and links what it finds (objects sealed
+//! before are found in place). A file sealed and then removed or rewritten
+//! leaves its object unreferenced in the store: disk space, which
+//! `zarrfs gc` gives back.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::repo::{ObjectId, Repo};
+
+/// Most staged files tracked at once (queued or sealed): beyond this a
+/// session's files wait for its commit, so that memory stays bounded.
+const MAX_TRACKED: usize = 250_000;
+
+/// A sealed staged file: the object it is, and its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedFile {
+    pub id: ObjectId,
+    pub size: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sealing {
+    file: SealedFile,
+    /// The object store has the link: until then a commit hashes and
+    /// links the file itself.
+    linked: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Closed files in the order they closed: (staged number, ticket,
+    /// when). An entry whose ticket is no longer in `tickets` is void.
+    queue: VecDeque<(u64, u64, Instant)>,
+    /// The live ticket of each queued file; a write open takes it away.
+    tickets: HashMap<u64, u64>,
+    next_ticket: u64,
+    sealed: HashMap<u64, Sealing>,
+    /// A worker seals this session's files; without one, nothing is
+    /// queued (a session used as a library commits the usual way).
+    enabled: bool,
+    /// The session is gone (committed, discarded, closed): seal nothing.
+    retired: bool,
+}
+
+/// The sealing state of one session, shared by the session and the
+/// worker. Taken after the session's own lock, and held only briefly.
+#[derive(Default)]
+pub(super) struct Seals {
+    state: Mutex<State>,
+}
+
+impl Seals {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A worker will seal this session's closed files from now on.
+    pub fn enable(&self) {
+        self.lock().enabled = true;
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.lock().enabled
+    }
+
+    /// The last write handle of staged file `n` closed.
+    pub fn queue(&self, n: u64) {
+        let mut state = self.lock();
+        if !state.enabled
+            || state.retired
+            || state.tickets.len() + state.sealed.len() >= MAX_TRACKED
+        {
+            return;
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.tickets.insert(n, ticket);
+        state.queue.push_back((n, ticket, Instant::now()));
+    }
+
+    /// Staged file `n` is opened for writing: it leaves the queue. If it
+    /// is sealed already, it must not be written in place: the caller
+    /// copies it up, and `n` is forgotten.
+    pub fn open_for_writing(&self, n: u64) -> bool {
+        let mut state = self.lock();
+        state.tickets.remove(&n);
+        state.sealed.remove(&n).is_some()
+    }
+
+    /// For each of `staged`, the object it is in the store as, if it is
+    /// sealed and linked; under one lock.
+    pub fn stored_many(&self, staged: &[u64]) -> Vec<Option<SealedFile>> {
+        let state = self.lock();
+        staged
+            .iter()
+            .map(|n| state.sealed.get(n).filter(|s| s.linked).map(|s| s.file))
+            .collect()
+    }
+
+    /// How many files are sealed and stored.
+    pub fn stored_count(&self) -> usize {
+        self.lock().sealed.values().filter(|s| s.linked).count()
+    }
+
+    /// The session is over: nothing more is sealed for it.
+    pub fn retire(&self) {
+        let mut state = self.lock();
+        state.retired = true;
+        state.queue.clear();
+        state.tickets.clear();
+        state.sealed.clear();
+    }
+}
+
+/// What one pass of the worker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SealPass {
+    /// Files sealed in this pass.
+    pub sealed: usize,
+    /// Whether queued files are left (not due yet, or past the limit).
+    pub more: bool,
+}
+
+/// The worker's side of a session's sealing: cheap to clone, and usable
+/// without the session's lock.
+#[derive(Clone)]
+pub struct Sealer {
+    seals: Arc<Seals>,
+    staged_dir: PathBuf,
+    repo: Arc<Repo>,
+}
+
+impl Sealer {
+    pub(super) fn new(seals: Arc<Seals>, staged_dir: PathBuf, repo: Arc<Repo>) -> Sealer {
+        Sealer {
+            seals,
+            staged_dir,
+            repo,
+        }
+    }
+
+    /// Seal up to `limit` files that have been closed for at least
+    /// `delay`. `in_use(n)` says that staged file `n` is open (for
+    /// reading: written files are not queued); it goes back in the queue
+    /// instead, as a sealed file open for reading could not be opened for
+    /// writing beside it (see `fs::passthrough`).
+    pub fn seal_due(
+        &self,
+        delay: Duration,
+        limit: usize,
+        in_use: &dyn Fn(u64) -> bool,
+    ) -> SealPass {
+        let mut pass = SealPass::default();
+        for (n, ticket) in self.take_due(delay, limit, in_use) {
+            // A file removed meanwhile (its session ended) is skipped.
+            let Some((file, hashed)) = self.hash(n).ok() else {
+                continue;
+            };
+            let key = hashed.id.key_in("objects");
+            {
+                let mut state = self.seals.lock();
+                if state.retired || state.tickets.get(&n) != Some(&ticket) {
+                    continue; // opened for writing since it was taken
+                }
+                state.tickets.remove(&n);
+                state.sealed.insert(
+                    n,
+                    Sealing {
+                        file: hashed,
+                        linked: false,
+                    },
+                );
+            }
+            // From here on the file is never written in place, so it may
+            // become an object.
+            let linked = self
+                .repo
+                .storage()
+                .put_file_link(&key, &self.staged_dir.join(n.to_string()));
+            let mut state = self.seals.lock();
+            match linked {
+                Ok(_) => {
+                    if let Some(sealing) = state.sealed.get_mut(&n) {
+                        sealing.linked = true;
+                    }
+                    pass.sealed += 1;
+                    drop(state);
+                    start_writeback(&file);
+                }
+                Err(e) => {
+                    // The commit will store it; sealing is only a head start.
+                    state.sealed.remove(&n);
+                    tracing::debug!(staged = n, error = %e, "sealing a staged file failed");
+                }
+            }
+        }
+        pass.more = !self.seals.lock().queue.is_empty();
+        pass
+    }
+
+    /// Make what was sealed durable now (with everything else written to
+    /// the repository's filesystem), so that the commit's own sync finds
+    /// little left to write: the worker calls this now and then while it
+    /// seals.
+    pub fn sync_sealed(&self) -> io::Result<()> {
+        self.repo.storage().sync_filesystem()
+    }
+
+    /// Take the queued files that are due, at most `limit`, putting back
+    /// those that are open.
+    fn take_due(
+        &self,
+        delay: Duration,
+        limit: usize,
+        in_use: &dyn Fn(u64) -> bool,
+    ) -> Vec<(u64, u64)> {
+        let now = Instant::now();
+        let mut state = self.seals.lock();
+        let mut due = Vec::new();
+        let mut busy = Vec::new();
+        while due.len() < limit {
+            let Some(&(n, ticket, since)) = state.queue.front() else {
+                break;
+            };
+            if now.duration_since(since) < delay {
+                break;
+            }
+            state.queue.pop_front();
+            if state.tickets.get(&n) != Some(&ticket) {
+                continue;
+            }
+            if in_use(n) {
+                busy.push((n, ticket, now));
+            } else {
+                due.push((n, ticket));
+            }
+        }
+        state.queue.extend(busy);
+        due
+    }
+
+    /// A staged file, opened, with its hash and size.
+    fn hash(&self, n: u64) -> io::Result<(File, SealedFile)> {
+        let file = File::open(self.staged_dir.join(n.to_string()))?;
+        let size = file.metadata()?.len();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(&file)?;
+        let id = ObjectId(*hasher.finalize().as_bytes());
+        Ok((file, SealedFile { id, size }))
+    }
+}
+
+/// Start writing a sealed file's data to disk now, without waiting, so
+/// that the commit's sync finds little left to write.
+fn start_writeback(file: &File) {
+    // SAFETY: sync_file_range on a valid descriptor; it only schedules
+    // writeback of the whole file.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}

@@ -1,0 +1,171 @@
+//! Sealing: a session's closed files are stored in the object store
+//! before the commit (see `session::sealing`), and nothing a user can see
+//! changes because of it: a sealed file reads, rewrites and commits as
+//! any other, and an object, once stored, never changes.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo};
+use zarrfs::session::{Sealer, Session, SessionOptions};
+
+fn session() -> (tempfile::TempDir, Arc<Repo>, Session) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Arc::new(Repo::init(&dir.path().join("repo")).unwrap());
+    let session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    (dir, repo, session)
+}
+
+/// Seal everything closed, whenever it closed; nothing counts as open.
+fn seal_all(sealer: &Sealer) -> usize {
+    sealer
+        .seal_due(Duration::ZERO, usize::MAX, &|_| false)
+        .sealed
+}
+
+/// The bytes of an object, read from the store itself.
+fn object_bytes(repo: &Repo, bytes: &[u8]) -> Option<Vec<u8>> {
+    std::fs::read(repo.objects().blob_path(ObjectId::of(bytes))).ok()
+}
+
+fn committed(repo: &Repo, path: &str) -> Vec<u8> {
+    let tip = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    let tree = repo.commit_record(tip).unwrap().tree;
+    let entry = repo.trees().lookup(tree, path).unwrap().unwrap();
+    repo.objects().get(entry.id).unwrap()
+}
+
+#[test]
+fn closed_files_are_stored_before_the_commit_and_committed_as_written() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    session.write_file("data/c0", b"chunk zero").unwrap();
+    session.write_file("data/c1", b"chunk one").unwrap();
+    assert_eq!(object_bytes(&repo, b"chunk zero"), None, "not stored yet");
+
+    assert_eq!(seal_all(&sealer), 2);
+    assert_eq!(session.sealed_files(), 2);
+    assert_eq!(
+        object_bytes(&repo, b"chunk zero").as_deref(),
+        Some(&b"chunk zero"[..])
+    );
+    assert_eq!(session.read_file("data/c1").unwrap(), b"chunk one");
+    let status: Vec<String> = session
+        .status()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(status, ["data/c0", "data/c1"]);
+
+    session.commit("two chunks").unwrap();
+    assert_eq!(committed(&repo, "data/c0"), b"chunk zero");
+    assert_eq!(committed(&repo, "data/c1"), b"chunk one");
+    // The next session seals its own files.
+    session.write_file("data/c2", b"chunk two").unwrap();
+    assert_eq!(seal_all(&session.sealer()), 1);
+}
+
+#[test]
+fn a_sealed_file_written_again_is_copied_and_its_object_never_changes() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    session.write_file("a", b"one").unwrap();
+    assert_eq!(seal_all(&sealer), 1);
+
+    // Appending opens the file for writing in place.
+    let handle = session.open_write("a", false).unwrap();
+    (&*handle.file).write_all(b" two").unwrap();
+    session.release_write(handle.staged);
+    assert_eq!(session.read_file("a").unwrap(), b"one two");
+    assert_eq!(
+        object_bytes(&repo, b"one").as_deref(),
+        Some(&b"one"[..]),
+        "the stored object keeps its bytes"
+    );
+    // Truncating and rewriting, too.
+    assert_eq!(seal_all(&sealer), 1);
+    session.truncate("a", 3).unwrap();
+    assert_eq!(session.read_file("a").unwrap(), b"one");
+    assert_eq!(
+        object_bytes(&repo, b"one two").as_deref(),
+        Some(&b"one two"[..])
+    );
+
+    session.commit("a").unwrap();
+    assert_eq!(committed(&repo, "a"), b"one");
+}
+
+#[test]
+fn a_file_opened_again_before_it_is_sealed_is_sealed_only_once_closed() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    session.write_file("a", b"first").unwrap();
+    let handle = session.open_write("a", true).unwrap();
+    assert_eq!(seal_all(&sealer), 0, "open for writing: not sealed");
+    (&*handle.file).write_all(b"second").unwrap();
+    session.release_write(handle.staged);
+    assert_eq!(seal_all(&sealer), 1);
+    assert_eq!(object_bytes(&repo, b"first"), None);
+    assert_eq!(
+        object_bytes(&repo, b"second").as_deref(),
+        Some(&b"second"[..])
+    );
+    session.commit("a").unwrap();
+    assert_eq!(committed(&repo, "a"), b"second");
+}
+
+#[test]
+fn files_wait_while_open_or_closed_too_recently() {
+    let (_dir, _repo, mut session) = session();
+    let sealer = session.sealer();
+    session.write_file("a", b"bytes").unwrap();
+    let pass = sealer.seal_due(Duration::from_secs(3600), usize::MAX, &|_| false);
+    assert_eq!((pass.sealed, pass.more), (0, true), "closed too recently");
+    let pass = sealer.seal_due(Duration::ZERO, usize::MAX, &|_| true);
+    assert_eq!((pass.sealed, pass.more), (0, true), "open for reading");
+    assert_eq!(seal_all(&sealer), 1, "sealed once neither holds");
+    assert_eq!(seal_all(&sealer), 0, "and only once");
+}
+
+#[test]
+fn renamed_removed_and_discarded_files_behave_as_unsealed_ones() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    session.write_file("tmp.partial", b"renamed").unwrap();
+    session.write_file("gone", b"removed").unwrap();
+    assert_eq!(seal_all(&sealer), 2);
+    session.rename("tmp.partial", "final").unwrap();
+    session.unlink("gone").unwrap();
+    session.commit("renamed").unwrap();
+    assert_eq!(committed(&repo, "final"), b"renamed");
+    let tip = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    let tree = repo.commit_record(tip).unwrap().tree;
+    assert!(repo.trees().lookup(tree, "gone").unwrap().is_none());
+
+    // Discarding drops sealed files like any other change.
+    session.write_file("final", b"rewritten").unwrap();
+    assert_eq!(seal_all(&session.sealer()), 1);
+    session.discard().unwrap();
+    assert_eq!(session.read_file("final").unwrap(), b"renamed");
+    assert_eq!(session.sealed_files(), 0);
+    assert!(!session.has_changes().unwrap());
+}
+
+#[test]
+fn a_resumed_session_commits_files_sealed_before_it_stopped() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    session
+        .write_file("a", b"sealed, then the daemon stopped")
+        .unwrap();
+    assert_eq!(seal_all(&sealer), 1);
+    let id = session.id().to_owned();
+    drop(session);
+
+    let mut resumed = Session::resume(repo.clone(), &id, None).unwrap();
+    assert_eq!(resumed.sealed_files(), 0, "sealing is not remembered");
+    resumed.commit("resumed").unwrap();
+    assert_eq!(committed(&repo, "a"), b"sealed, then the daemon stopped");
+}

@@ -1,0 +1,118 @@
+//! Sealing through a real mount: the daemon stores closed files in the
+//! object store while the session goes on (`sealed_files` in
+//! `.zarrfs/session.json` counts them), and a user sees nothing of it:
+//! sealed files read, append, rewrite and commit as they were written,
+//! and a stored object never changes.
+
+mod mount_util;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mount_util::{Mount, Scratch};
+use zarrfs::repo::ObjectId;
+
+fn sealed_files(m: &Mount) -> u64 {
+    let text = m.read(".zarrfs/session.json");
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["sealed_files"].as_u64().unwrap()
+}
+
+/// Wait until the daemon has sealed `n` files, for at most a few seconds.
+fn wait_sealed(m: &Mount, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sealed_files(m) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} files sealed",
+            sealed_files(m)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The bytes the object store holds for `bytes`, if it holds them.
+fn stored(repo: &Path, bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = ObjectId::of(bytes).to_hex();
+    std::fs::read(repo.join("objects").join(&hex[..2]).join(&hex[2..])).ok()
+}
+
+#[test]
+fn sealed_files_append_rewrite_and_commit_as_written() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    m.ok("mkdir data && for i in 0 1 2 3 4 5 6 7; do echo chunk $i > data/c$i; done");
+    wait_sealed(&m, 8);
+    assert_eq!(
+        stored(&scratch.repo, b"chunk 3\n").as_deref(),
+        Some(&b"chunk 3\n"[..]),
+        "stored before any commit"
+    );
+
+    m.ok("echo more >> data/c3 && echo new > data/c4 && sed -i s/chunk/CHUNK/ data/c5");
+    assert_eq!(m.read("data/c3"), "chunk 3\nmore\n");
+    assert_eq!(m.read("data/c4"), "new\n");
+    assert_eq!(m.read("data/c5"), "CHUNK 5\n");
+    for i in 3..=5 {
+        let bytes = format!("chunk {i}\n");
+        assert_eq!(
+            stored(&scratch.repo, bytes.as_bytes()).as_deref(),
+            Some(bytes.as_bytes()),
+            "the object of c{i} kept its bytes"
+        );
+    }
+
+    m.ok("echo sealed files > .zarrfs/commit");
+    let commit = m.read(".zarrfs/commit").trim().to_owned();
+    let tree = format!(".zarrfs/commits/{commit}/data");
+    assert_eq!(m.read(&format!("{tree}/c0")), "chunk 0\n");
+    assert_eq!(m.read(&format!("{tree}/c3")), "chunk 3\nmore\n");
+    assert_eq!(m.read(&format!("{tree}/c4")), "new\n");
+    assert_eq!(m.read(&format!("{tree}/c5")), "CHUNK 5\n");
+    assert_eq!(m.read("data/c3"), "chunk 3\nmore\n");
+}
+
+#[test]
+fn a_file_open_for_reading_waits_and_can_still_be_appended_to() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    let text = m.read(".zarrfs/session.json");
+    let passthrough = serde_json::from_str::<serde_json::Value>(&text).unwrap()["passthrough"]
+        .as_bool()
+        .unwrap();
+    // Opened for reading before its writer closes, so that it is open
+    // from the moment it could be sealed.
+    let mut first = File::create(m.path.join("kept open")).unwrap();
+    first.write_all(b"first line\n").unwrap();
+    let mut reader = File::open(m.path.join("kept open")).unwrap();
+    drop(first);
+    std::fs::write(m.path.join("closed"), b"closed\n").unwrap();
+    wait_sealed(&m, 1);
+    if passthrough {
+        // The kernel reads it from its staged file, which a sealed file
+        // could not be opened for writing beside: well past the sealing
+        // delay, it is still not sealed.
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(sealed_files(&m), 1);
+        assert_eq!(stored(&scratch.repo, b"first line\n"), None);
+    }
+
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(m.path.join("kept open"))
+        .unwrap();
+    writer.write_all(b"second line\n").unwrap();
+    drop(writer);
+    let mut seen = String::new();
+    reader.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "first line\nsecond line\n");
+    drop(reader);
+    let expected = if passthrough { 2 } else { 3 };
+    wait_sealed(&m, expected);
+    assert_eq!(
+        stored(&scratch.repo, b"first line\nsecond line\n").as_deref(),
+        Some(&b"first line\nsecond line\n"[..])
+    );
+}
