@@ -165,6 +165,52 @@ impl Storage {
         }
     }
 
+    /// What the file under `key` is, or `None` if there is no such key.
+    pub fn stat(&self, key: &str) -> io::Result<Option<KeyStat>> {
+        use std::os::unix::fs::MetadataExt;
+        match fs::symlink_metadata(self.path_of(key)) {
+            Ok(meta) => Ok(Some(KeyStat {
+                len: meta.len(),
+                links: meta.nlink(),
+                changed: std::time::UNIX_EPOCH
+                    + std::time::Duration::new(
+                        meta.ctime().max(0) as u64,
+                        meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+                    ),
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Take the lock `name` (a file at the root), shared or exclusive,
+    /// waiting for it; held until the guard is dropped. Locks are
+    /// advisory, between the processes of this machine (an object store
+    /// will need its own).
+    pub fn lock(&self, name: &str, exclusive: bool) -> io::Result<LockGuard> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.root.join(name))?;
+        let how = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: flock on a valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+                return Ok(LockGuard { _file: file });
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
     /// Make the given keys, and the directory entries naming them, durable.
     pub fn sync(&self, keys: &[String]) -> io::Result<()> {
         if keys.is_empty() {
@@ -228,6 +274,23 @@ impl Storage {
             }
         }
     }
+}
+
+/// What [`Storage::stat`] tells of a key's file.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyStat {
+    pub len: u64,
+    /// Hard links to the file: more than one for an object that a
+    /// session's staged file also is.
+    pub links: u64,
+    /// When the file last changed (its ctime: a new link changes it).
+    pub changed: std::time::SystemTime,
+}
+
+/// A lock held with [`Storage::lock`]; released when dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
 }
 
 fn create_parent(path: &Path) -> io::Result<()> {

@@ -116,3 +116,48 @@ fn a_file_open_for_reading_waits_and_can_still_be_appended_to() {
         Some(&b"first line\nsecond line\n"[..])
     );
 }
+
+#[test]
+fn zarrfs_gc_gives_back_what_a_discard_left_stored() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    m.ok("echo kept > kept && echo first > .zarrfs/commit");
+    m.ok("echo dropped > dropped");
+    wait_sealed(&m, 1);
+    m.ok("echo > .zarrfs/discard");
+    m.unmount();
+    assert!(stored(&scratch.repo, b"dropped\n").is_some());
+
+    let gc = |args: &[&str]| {
+        let out = std::process::Command::new(mount_util::BIN)
+            .arg("gc")
+            .args(args)
+            .arg(&scratch.repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", mount_util::text(&out.stderr));
+        mount_util::text(&out.stdout)
+    };
+    // The discarded session's files may still be going: gc clears them
+    // first, and keeps what changed within the grace period (an hour).
+    let kept = gc(&["--json"]);
+    let report: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(report["removed"], 0, "within the grace period: {kept}");
+    assert_eq!(report["kept_recent"], 1, "{kept}");
+    let dry = gc(&["--grace", "0s", "--dry-run"]);
+    assert!(dry.contains("would remove 1 unreferenced object"), "{dry}");
+    assert!(stored(&scratch.repo, b"dropped\n").is_some());
+    let done = gc(&["--grace", "0s"]);
+    assert!(done.contains("removed 1 unreferenced object"), "{done}");
+    assert_eq!(stored(&scratch.repo, b"dropped\n"), None);
+    assert_eq!(
+        stored(&scratch.repo, b"kept\n").as_deref(),
+        Some(&b"kept\n"[..])
+    );
+    let fsck = std::process::Command::new(mount_util::BIN)
+        .arg("fsck")
+        .arg(&scratch.repo)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", mount_util::text(&fsck.stdout));
+}

@@ -201,6 +201,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the objects no commit names, giving their space back: files
+    /// a mount stored ahead of a commit and that were then removed,
+    /// rewritten or discarded, and what crashed commits left. Commits wait
+    /// while it runs
+    Gc {
+        /// The repository
+        repo: PathBuf,
+        /// Keep unreferenced objects changed more recently than this
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Say what would be removed, removing nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
     Completions {
         /// The shell
@@ -329,6 +346,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         } => repo_cmds::tag(target, name, at, json),
         Command::Sessions { target, all, json } => repo_cmds::sessions(target, all, json),
         Command::Fsck { repo, json } => repo_cmds::fsck(repo, json),
+        Command::Gc {
+            repo,
+            grace,
+            dry_run,
+            json,
+        } => repo_cmds::gc(repo, grace, dry_run, json),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())

@@ -1,5 +1,5 @@
 //! Commands on a repository: init, log, diff, branch, tag, sessions,
-//! fsck. With `--repo` they open the repository; otherwise they act on the
+//! fsck, gc. With `--repo` they open the repository; otherwise they act on the
 //! repository of the mount they are run in, and read the session's branch
 //! and base from its control files.
 
@@ -283,4 +283,51 @@ pub fn fsck(repo: PathBuf, json: bool) -> Result<(), Failure> {
             ),
         ))
     }
+}
+
+pub fn gc(
+    repo: PathBuf,
+    grace: std::time::Duration,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let repo = Repo::open(&repo)?;
+    if !dry_run {
+        crate::session::remove_finished_sessions(&repo);
+    }
+    let options = crate::repo::gc::GcOptions { grace, dry_run };
+    let report = crate::repo::gc::gc(&repo, options)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dry_run": dry_run,
+                "commits": report.commits,
+                "reachable": report.reachable,
+                "removed": report.removed,
+                "removed_bytes": report.removed_bytes,
+                "kept_sealed": report.kept_sealed,
+                "kept_recent": report.kept_recent,
+            })
+        );
+        return Ok(());
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "{}: {verb} {} unreferenced object(s), {}; {} object(s) reachable from {} commit(s)",
+        repo.path().display(),
+        report.removed,
+        indicatif::HumanBytes(report.removed_bytes),
+        report.reachable,
+        report.commits,
+    );
+    if report.kept_sealed + report.kept_recent > 0 {
+        println!(
+            "kept {} stored ahead by live sessions and {} changed in the last {}",
+            report.kept_sealed,
+            report.kept_recent,
+            humantime::format_duration(grace)
+        );
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@
 //! REPO/refs/tags/NAME               tags, created once
 //! REPO/sessions/ID/                 sessions (owned by the session layer)
 //! REPO/tmp/                         files being written
+//! REPO/write.lock                   held by commits (shared) and gc
 //! ```
 //!
 //! A commit writes its objects, makes them durable, writes its record,
@@ -20,6 +21,7 @@
 pub mod commit;
 pub mod conflict;
 pub mod fsck;
+pub mod gc;
 pub mod object;
 pub mod refs;
 pub mod tree;
@@ -49,6 +51,8 @@ pub const FORMAT_FILE: &str = "zarrfs.json";
 pub const FORMAT_VERSION: u32 = 1;
 /// The branch `init` creates.
 pub const DEFAULT_BRANCH: &str = "main";
+/// The lock that commits hold shared and `gc` exclusively (see `gc`).
+const WRITE_LOCK: &str = "write.lock";
 
 /// How often a commit retries when other commits keep landing first.
 const MAX_COMMIT_ATTEMPTS: u32 = 200;
@@ -262,6 +266,13 @@ impl Repo {
         Refs::new(&self.storage)
     }
 
+    /// Hold off `zarrfs gc` until the guard is dropped: a commit holds
+    /// it from its first stored object until its branch has moved, so
+    /// that gc never removes an object the commit is about to name.
+    pub fn lock_for_commit(&self) -> io::Result<crate::storage::LockGuard> {
+        self.storage.lock(WRITE_LOCK, false)
+    }
+
     pub fn sessions_dir(&self) -> PathBuf {
         self.path.join("sessions")
     }
@@ -418,6 +429,9 @@ impl Repo {
         if request.changes.count == 0 {
             return Err(CommitError::NothingToCommit);
         }
+        // The caller holds it too, since it stored its objects; callers
+        // that wrote nothing yet are covered from here on.
+        let _writing = self.lock_for_commit()?;
         let mut batch = request.written;
         let base_record = self.commit_record(request.base)?;
         // The commit after which everything has been checked for conflicts.

@@ -320,11 +320,13 @@ impl Session {
             ))
         })?;
         self.journal.flush()?;
+        let repo = self.repo.clone();
+        // No gc between storing the first object and moving the branch.
+        let _writing = repo.lock_for_commit()?;
         // One pass: each change is checked, its blob stored and its record
         // added to the change list, which goes to the object store a page
         // at a time.
         let started = std::time::Instant::now();
-        let repo = self.repo.clone();
         let mut written = WriteBatch::default();
         let mut list = ChangeListWriter::new(repo.objects()).applying_to(self.base_tree);
         let mut ready = Vec::new();

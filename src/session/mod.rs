@@ -523,6 +523,25 @@ fn remove_in_background(repo: &Repo, dir: &Path) {
     }
 }
 
+/// Remove now what finished sessions left behind (see
+/// [`remove_in_background`]): their staged files keep the objects they
+/// were sealed as linked, so `zarrfs gc` clears them first.
+pub fn remove_finished_sessions(repo: &Repo) {
+    let Ok(entries) = fs::read_dir(repo.path().join("tmp")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(DOOMED_PREFIX)
+        {
+            // A daemon may be removing it at the same time.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Finish removals that [`remove_in_background`] did not get to before
 /// its process exited, in the background.
 fn remove_leftovers(repo: &Repo) {

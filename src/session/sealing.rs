@@ -47,8 +47,9 @@ pub struct SealedFile {
 #[derive(Clone, Copy, Debug)]
 struct Sealing {
     file: SealedFile,
-    /// The object store has the link: until then a commit hashes and
-    /// links the file itself.
+    /// The object store holds this file itself, linked by the worker:
+    /// until then (or if the store had the bytes already) a commit hashes
+    /// and links the file itself.
     linked: bool,
 }
 
@@ -205,13 +206,19 @@ impl Sealer {
                 .put_file_link(&key, &self.staged_dir.join(n.to_string()));
             let mut state = self.seals.lock();
             match linked {
-                Ok(_) => {
+                Ok(true) => {
                     if let Some(sealing) = state.sealed.get_mut(&n) {
                         sealing.linked = true;
                     }
                     pass.sealed += 1;
                     drop(state);
                     start_writeback(&file);
+                }
+                Ok(false) => {
+                    // The store had these bytes already, maybe as an object
+                    // nothing names, which `zarrfs gc` could remove before
+                    // the commit: the commit links the file itself, under
+                    // the lock that keeps gc away. It still never changes.
                 }
                 Err(e) => {
                     // The commit will store it; sealing is only a head start.
