@@ -142,6 +142,12 @@ fn spawn_sealer(
     std::thread::Builder::new()
         .name("zarrfs-seal".into())
         .spawn(move || {
+            // Sealing is a head start, not urgent: it gives way to the
+            // threads that answer the kernel.
+            // SAFETY: setpriority on this thread (a Linux thread id).
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+            }
             let mut wait = SEAL_INTERVAL;
             let mut unsynced = 0;
             let mut last_sync = std::time::Instant::now();

@@ -4,7 +4,8 @@
 //! A staged file whose last write handle closed is *queued*. A worker (the
 //! mount runs one, see `fs::daemon`) takes the files that stayed closed
 //! for a moment, hashes each, links it into the object store under its
-//! hash (the same inode: no bytes are copied) and starts its writeback.
+//! hash (the same inode: no bytes are copied) and starts the writeback of
+//! large ones (small ones go with its periodic sync).
 //! From then on the file is *sealed*: its inode is an object, which must
 //! never change, so the next write open of its path copies it into a new
 //! staged file, as for a committed file (`Session::open_write`). A commit
@@ -212,7 +213,7 @@ impl Sealer {
                     }
                     pass.sealed += 1;
                     drop(state);
-                    start_writeback(&file);
+                    start_writeback(&file, hashed.size);
                 }
                 Ok(false) => {
                     // The store had these bytes already, maybe as an object
@@ -283,9 +284,16 @@ impl Sealer {
     }
 }
 
-/// Start writing a sealed file's data to disk now, without waiting, so
-/// that the commit's sync finds little left to write.
-fn start_writeback(file: &File) {
+/// Files smaller than this are left to the worker's periodic sync: one
+/// write request per small file costs more than it saves.
+const EARLY_WRITEBACK_MIN: u64 = 256 << 10;
+
+/// Start writing a large sealed file's data to disk now, without
+/// waiting, so that the commit's sync finds little left to write.
+fn start_writeback(file: &File, size: u64) {
+    if size < EARLY_WRITEBACK_MIN {
+        return;
+    }
     // SAFETY: sync_file_range on a valid descriptor; it only schedules
     // writeback of the whole file.
     unsafe {
