@@ -91,3 +91,36 @@ fn a_commit_over_another_mounts_commit_shows_its_files_at_once() {
     let after = fs::metadata(m1.path.join("a/b/f")).unwrap().ino();
     assert!(before != 0 && after != 0);
 }
+
+#[test]
+fn after_a_commit_cached_attributes_come_to_show_the_commit_time() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    m.ok("mkdir -p a/b && echo one > a/b/f && touch -d 2001-02-03T04:05:06Z a/b/f");
+    // The kernel holds f's attributes: the time it was given.
+    assert_eq!(m.ok("stat -c %Y a/b/f"), "981173106\n");
+    m.ok("echo c > .zarrfs/commit");
+    let log: serde_json::Value = serde_json::from_str(&m.read(".zarrfs/log.json")).unwrap();
+    let date = humantime::parse_rfc3339(log[0]["date"].as_str().unwrap()).unwrap();
+    let committed = date
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    // The view did not change, so the kernel forgets its cache in the
+    // background: within a few seconds stat shows the commit's time, as
+    // a fresh mount would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let shown = m.ok("stat -c %Y a/b/f");
+        if shown.trim() == committed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stat still shows {shown} after the commit at {committed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(m.read("a/b/f"), "one\n");
+}

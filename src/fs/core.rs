@@ -177,6 +177,9 @@ pub struct Fs {
     pub(super) started: SystemTime,
     /// How to tell the kernel to drop cached entries (set once mounted).
     pub notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Asks the mount's invalidation thread to make the kernel forget
+    /// the whole view in the background (set once mounted).
+    pub background_invalidation: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// The kernel's requests, by kind (logged at unmount).
     pub requests: super::request_counts::RequestCounts,
 }
@@ -209,6 +212,7 @@ impl Fs {
             options,
             started: SystemTime::now(),
             notifier: std::sync::OnceLock::new(),
+            background_invalidation: Mutex::new(None),
             requests: Default::default(),
         }
     }

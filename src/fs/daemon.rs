@@ -61,6 +61,15 @@ pub fn serve(
     config.clone_fd = true;
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
     let _ = fs.notifier.set(session.notifier());
+    // Invalidation that nobody waits for (see Fs::invalidate_after_own_commit).
+    let (invalidations, invalidation_requests) = mpsc::channel::<()>();
+    *fs.background_invalidation.lock().unwrap() = Some(invalidations);
+    let invalidator = {
+        let fs = fs.clone();
+        std::thread::Builder::new()
+            .name("zarrfs-inval".into())
+            .spawn(move || fs.invalidate_in_background(&invalidation_requests))?
+    };
     if let Some(slot) = notifier_slot {
         let _ = slot.set(session.notifier());
     }
@@ -121,6 +130,10 @@ pub fn serve(
     if let Some(sealer) = sealer {
         let _ = sealer.join();
     }
+    // Without its sender the invalidation thread ends (a notification it
+    // is making fails now that the kernel is gone).
+    fs.background_invalidation.lock().unwrap().take();
+    let _ = invalidator.join();
     if let Err(e) = fs.sync_journal() {
         tracing::error!(
             "flushing the session journal failed: {}",

@@ -6,8 +6,9 @@
 //! checkout and discard make. Those call [`Fs::invalidate_view`], which
 //! tells the kernel to forget every view entry and attribute it holds, so
 //! that the next access after the switch sees the new view; a commit that
-//! was not rebased leaves the view as it was and forgets only inode
-//! numbers that changed ([`Fs::invalidate_after_own_commit`]). The control
+//! was not rebased leaves the view as it was, so it forgets only inode
+//! numbers that changed at once, and the rest in the background
+//! ([`Fs::invalidate_after_own_commit`]). The control
 //! directory and the history trees change when other mounts commit, so
 //! nothing of them is cached (TTL 0).
 //!
@@ -39,6 +40,9 @@ use super::inodes::ROOT_INO;
 /// How long the kernel may keep a view entry or attribute.
 pub const VIEW_TTL: Duration = Duration::from_secs(1);
 
+/// How long after a commit its background invalidation starts.
+const BACKGROUND_INVALIDATION_DELAY: Duration = Duration::from_millis(500);
+
 impl Fs {
     /// How long the kernel may cache what it learns about `ino`.
     pub fn ttl(&self, ino: u64) -> Duration {
@@ -52,19 +56,39 @@ impl Fs {
     /// The view was replaced: make the kernel forget the view's entries
     /// and attributes (and cached pages) it holds. Call without holding
     /// the session or epoch locks.
-    pub(super) fn invalidate_view(&self) {
+    pub fn invalidate_view(&self) {
         self.invalidate(true);
     }
 
     /// A commit landed on the session's base, rebased over nothing: the
-    /// view shows what it showed before, so the kernel forgets only the
-    /// numbers detached from their paths (their file is another one now,
-    /// see `super::passthrough`). Cached attributes of other paths may
-    /// show the times of the files as written until their TTL runs out,
-    /// and then the commit's. Dropping 100,000 cached entries costs the
-    /// kernel a quarter of a second, for nothing.
+    /// view shows what it showed before, so before the commit returns the
+    /// kernel forgets only the numbers detached from their paths (their
+    /// file is another one now, see `super::passthrough`). The rest is
+    /// forgotten in the background, where dropping 100,000 cached entries
+    /// (a quarter of a second of the kernel's time) delays nobody: it
+    /// gives back the inode numbers the kernel held for the committed
+    /// files, which would otherwise pile up commit after commit. Cached
+    /// attributes show the times of writing until their TTL runs out.
     pub(super) fn invalidate_after_own_commit(&self) {
         self.invalidate(false);
+        let queued = lock(&self.background_invalidation)
+            .as_ref()
+            .is_some_and(|invalidations| invalidations.send(()).is_ok());
+        if !queued {
+            self.invalidate_view();
+        }
+    }
+
+    /// The background invalidation thread's work: the whole view, once
+    /// for any number of requests made meanwhile.
+    pub fn invalidate_in_background(&self, requests: &std::sync::mpsc::Receiver<()>) {
+        while requests.recv().is_ok() {
+            // After what usually follows a commit (the caller reading the
+            // outcome, the next writes), not in its way.
+            std::thread::sleep(BACKGROUND_INVALIDATION_DELAY);
+            while requests.try_recv().is_ok() {}
+            self.invalidate_view();
+        }
     }
 
     fn invalidate(&self, whole_view: bool) {
