@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod session_util;
+
+use session_util::{committed, seal_all};
 use zarrfs::repo::gc::{GcOptions, gc};
 use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo, fsck::fsck};
 use zarrfs::session::{Sealer, Session, SessionOptions};
@@ -19,12 +22,6 @@ fn start(repo: &Arc<Repo>) -> (Session, Sealer) {
     let session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
     let sealer = session.sealer();
     (session, sealer)
-}
-
-fn seal_all(sealer: &Sealer) -> usize {
-    sealer
-        .seal_due(Duration::ZERO, usize::MAX, &|_| false)
-        .sealed
 }
 
 /// Wait until finished sessions' files are gone: they are removed in the
@@ -52,13 +49,6 @@ fn now() -> GcOptions {
 
 fn stored(repo: &Repo, bytes: &[u8]) -> bool {
     repo.objects().contains(ObjectId::of(bytes))
-}
-
-fn committed(repo: &Repo, path: &str) -> Vec<u8> {
-    let tip = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
-    let tree = repo.commit_record(tip).unwrap().tree;
-    let entry = repo.trees().lookup(tree, path).unwrap().unwrap();
-    repo.objects().get(entry.id).unwrap()
 }
 
 #[test]

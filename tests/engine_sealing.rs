@@ -7,8 +7,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod session_util;
+
+use session_util::{committed, seal_all};
 use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo};
-use zarrfs::session::{Sealer, Session, SessionOptions};
+use zarrfs::session::{Session, SessionOptions};
 
 fn session() -> (tempfile::TempDir, Arc<Repo>, Session) {
     let dir = tempfile::tempdir().unwrap();
@@ -17,23 +20,9 @@ fn session() -> (tempfile::TempDir, Arc<Repo>, Session) {
     (dir, repo, session)
 }
 
-/// Seal everything closed, whenever it closed; nothing counts as open.
-fn seal_all(sealer: &Sealer) -> usize {
-    sealer
-        .seal_due(Duration::ZERO, usize::MAX, &|_| false)
-        .sealed
-}
-
 /// The bytes of an object, read from the store itself.
 fn object_bytes(repo: &Repo, bytes: &[u8]) -> Option<Vec<u8>> {
     std::fs::read(repo.objects().blob_path(ObjectId::of(bytes))).ok()
-}
-
-fn committed(repo: &Repo, path: &str) -> Vec<u8> {
-    let tip = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
-    let tree = repo.commit_record(tip).unwrap().tree;
-    let entry = repo.trees().lookup(tree, path).unwrap().unwrap();
-    repo.objects().get(entry.id).unwrap()
 }
 
 #[test]

@@ -527,39 +527,37 @@ fn remove_in_background(repo: &Repo, dir: &Path) {
 /// [`remove_in_background`]): their staged files keep the objects they
 /// were sealed as linked, so `zarrfs gc` clears them first.
 pub fn remove_finished_sessions(repo: &Repo) {
-    let Ok(entries) = fs::read_dir(repo.path().join("tmp")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(DOOMED_PREFIX)
-        {
-            // A daemon may be removing it at the same time.
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for dir in doomed_dirs(repo) {
+        // A daemon may be removing it at the same time.
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
 /// Finish removals that [`remove_in_background`] did not get to before
 /// its process exited, in the background.
 fn remove_leftovers(repo: &Repo) {
-    let Ok(entries) = fs::read_dir(repo.path().join("tmp")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(DOOMED_PREFIX)
-        {
-            let path = entry.path();
-            let _ = std::thread::Builder::new()
-                .name("remove-session".into())
-                .spawn(move || fs::remove_dir_all(path));
-        }
+    for dir in doomed_dirs(repo) {
+        let _ = std::thread::Builder::new()
+            .name("remove-session".into())
+            .spawn(move || fs::remove_dir_all(dir));
     }
+}
+
+/// The directories of finished sessions waiting to be removed.
+fn doomed_dirs(repo: &Repo) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(repo.path().join("tmp")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(DOOMED_PREFIX)
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// A session found on disk, for `zarrfs sessions` and for resuming.
