@@ -19,6 +19,14 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// Kernel request threads.
 pub const THREADS: usize = 4;
 
+/// How long the thread reading kernel requests keeps reading after a
+/// request before it sleeps (see vendor/fuser/ZARRFS.md): a client's next
+/// request then finds it awake, instead of paying for a thread woken on
+/// another CPU, which on small virtual machines costs more than the
+/// request. Zarr clients send the next request within a few hundred
+/// microseconds.
+pub const SPIN: Duration = Duration::from_micros(500);
+
 /// How long a closed file waits before it is sealed (stored ahead of the
 /// commit), so that files removed or rewritten at once, such as
 /// temporary files, are not stored for nothing.
@@ -59,6 +67,12 @@ pub fn serve(
     ];
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
+    config.spin = Some(Duration::from_micros(
+        std::env::var("X_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500),
+    ));
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
     let _ = fs.notifier.set(session.notifier());
     // Invalidation that nobody waits for (see Fs::invalidate_after_own_commit).
