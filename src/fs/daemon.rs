@@ -20,11 +20,11 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 pub const THREADS: usize = 4;
 
 /// How long the thread reading kernel requests keeps reading after a
-/// request before it sleeps (see vendor/fuser/ZARRFS.md): a client's next
-/// request then finds it awake, instead of paying for a thread woken on
-/// another CPU, which on small virtual machines costs more than the
-/// request. Zarr clients send the next request within a few hundred
-/// microseconds.
+/// request before it sleeps, while spinning pays (see
+/// vendor/fuser/ZARRFS.md): a client's next request then finds it awake,
+/// instead of paying for a thread woken on another CPU, which on small
+/// virtual machines costs more than the request. Zarr clients send their
+/// next request within a few hundred microseconds.
 pub const SPIN: Duration = Duration::from_micros(500);
 
 /// How long a closed file waits before it is sealed (stored ahead of the

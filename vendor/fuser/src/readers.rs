@@ -13,10 +13,19 @@
 //! longer than `PROMOTE_AFTER`, so that a slow request (a commit) never
 //! holds up the others. A reader whose spin ends while another thread
 //! reads goes back to waiting.
+//!
+//! Spinning is not always a gain: where requests wait for the disk, the
+//! CPU it takes from the machine slows them down (on a VM, it is taken
+//! from the emulation of the disk too). So the watchdog tries both, in
+//! turn, while requests come: a trial of `TRIAL` with spinning and one
+//! without, then the one that served more requests for `HOLD`, then
+//! trials again.
 
 use std::sync::Condvar;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -29,6 +38,28 @@ const TICK_IDLE: Duration = Duration::from_millis(50);
 /// Requests within this long keep the watchdog on its short tick.
 const ACTIVE_WINDOW: Duration = Duration::from_millis(50);
 
+/// How long each trial of spinning or not lasts, and how long the winner
+/// is kept before the next trials.
+const TRIAL: Duration = Duration::from_millis(300);
+const HOLD: Duration = Duration::from_secs(3);
+/// Spinning must serve this many more requests than not spinning to win.
+const SPIN_MARGIN: f64 = 1.05;
+
+/// Where the watchdog is in its trials of spinning and not spinning.
+#[derive(Debug, Clone, Copy)]
+enum Tuning {
+    /// Trying spinning since `since`, with the request count then.
+    Spinning { since: Instant, requests: u64 },
+    /// Trying not spinning, after `spun` requests in the spinning trial.
+    Still {
+        since: Instant,
+        requests: u64,
+        spun: u64,
+    },
+    /// Keeping a choice until `until`.
+    Hold { until: Instant },
+}
+
 #[derive(Debug)]
 struct State {
     /// Threads reading the device (spinning or waiting in poll).
@@ -40,6 +71,9 @@ struct State {
     /// Since when no thread reads because all are busy with requests.
     all_busy_since: Option<Instant>,
     last_request: Instant,
+    /// Requests read so far.
+    requests: u64,
+    tuning: Tuning,
     /// The device is gone: every thread ends.
     done: bool,
 }
@@ -48,8 +82,12 @@ struct State {
 pub(crate) struct Readers {
     state: Mutex<State>,
     asked: Condvar,
-    /// How long a reader keeps reading after a request before it waits.
-    pub(crate) spin: Duration,
+    /// How long a reader keeps reading after a request before it waits,
+    /// when it spins.
+    spin: Duration,
+    /// Whether readers spin now (the watchdog's choice); read on every
+    /// turn of a spin, so not under the lock.
+    spinning: AtomicBool,
 }
 
 impl Readers {
@@ -61,10 +99,15 @@ impl Readers {
                 asked: 0,
                 all_busy_since: None,
                 last_request: Instant::now(),
+                requests: 0,
+                tuning: Tuning::Hold {
+                    until: Instant::now(),
+                },
                 done: false,
             }),
             asked: Condvar::new(),
             spin,
+            spinning: AtomicBool::new(true),
         }
     }
 
@@ -84,10 +127,21 @@ impl Readers {
         self.wait_asked(state)
     }
 
+    /// How long a reader keeps reading after a request now: the spin
+    /// time, or nothing while not spinning serves requests better.
+    pub(crate) fn spin(&self) -> Duration {
+        if self.spinning.load(Ordering::Relaxed) {
+            self.spin
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// A reader got a request and goes to work on it.
     pub(crate) fn got_request(&self) {
         let mut state = self.lock();
         state.reading -= 1;
+        state.requests += 1;
         state.last_request = Instant::now();
         if state.reading == 0 {
             state.all_busy_since = Some(state.last_request);
@@ -154,12 +208,114 @@ impl Readers {
                     self.asked.notify_one();
                 }
                 if state.last_request.elapsed() < ACTIVE_WINDOW {
+                    tune(&mut state, &self.spinning, Instant::now());
                     TICK_ACTIVE
                 } else {
+                    // Idle: the next burst starts with trials again.
+                    self.spinning.store(true, Ordering::Relaxed);
+                    state.tuning = Tuning::Hold {
+                        until: Instant::now(),
+                    };
                     TICK_IDLE
                 }
             };
             std::thread::sleep(tick);
+        }
+    }
+}
+
+/// One step of the trials: spin for a `TRIAL`, not for another, keep the
+/// one that served more requests for `HOLD`.
+fn tune(state: &mut State, spinning: &AtomicBool, now: Instant) {
+    state.tuning = match state.tuning {
+        Tuning::Hold { until } if now >= until => {
+            spinning.store(true, Ordering::Relaxed);
+            Tuning::Spinning {
+                since: now,
+                requests: state.requests,
+            }
+        }
+        Tuning::Spinning { since, requests } if now.duration_since(since) >= TRIAL => {
+            spinning.store(false, Ordering::Relaxed);
+            Tuning::Still {
+                since: now,
+                requests: state.requests,
+                spun: state.requests - requests,
+            }
+        }
+        Tuning::Still {
+            since,
+            requests,
+            spun,
+        } if now.duration_since(since) >= TRIAL => {
+            let still = state.requests - requests;
+            spinning.store(spun as f64 > still as f64 * SPIN_MARGIN, Ordering::Relaxed);
+            Tuning::Hold { until: now + HOLD }
+        }
+        tuning => tuning,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_idle_thread_is_asked_to_read_once_every_reader_is_busy() {
+        let readers = Arc::new(Readers::new(Duration::from_micros(500)));
+        assert!(readers.start(), "the first thread reads");
+        let second = {
+            let readers = readers.clone();
+            std::thread::spawn(move || readers.start())
+        };
+        let watchdog = {
+            let readers = readers.clone();
+            std::thread::spawn(move || readers.watch())
+        };
+        // The only reader goes to work on a long request.
+        readers.got_request();
+        assert!(second.join().unwrap(), "the second thread is asked to read");
+        readers.done_request();
+        // Two readers now: one whose spin ends goes back to waiting, and
+        // is told to end when the device goes.
+        let stepped_down = {
+            let readers = readers.clone();
+            std::thread::spawn(move || readers.spin_ended())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        readers.finish();
+        assert_eq!(stepped_down.join().unwrap(), Some(false));
+        watchdog.join().unwrap();
+        assert_eq!(readers.spin_ended(), None, "the last reader waits in poll");
+    }
+
+    #[test]
+    fn trials_keep_whichever_served_more_requests() {
+        let readers = Readers::new(Duration::from_micros(500));
+        let mut state = readers.lock();
+        let spinning = &readers.spinning;
+        let t0 = Instant::now();
+        for (spun, still, expect) in [(100, 50, true), (50, 100, false), (100, 97, false)] {
+            let start = match state.tuning {
+                Tuning::Hold { until } => until.max(t0),
+                _ => unreachable!(),
+            };
+            tune(&mut state, spinning, start);
+            assert!(spinning.load(Ordering::Relaxed), "a trial starts spinning");
+            state.requests += spun;
+            tune(&mut state, spinning, start + TRIAL);
+            assert!(!spinning.load(Ordering::Relaxed), "then not");
+            state.requests += still;
+            tune(&mut state, spinning, start + TRIAL * 2);
+            assert_eq!(
+                spinning.load(Ordering::Relaxed),
+                expect,
+                "{spun} vs {still}"
+            );
+            // Kept until the hold ends.
+            tune(&mut state, spinning, start + TRIAL * 2 + HOLD / 2);
+            assert_eq!(spinning.load(Ordering::Relaxed), expect);
         }
     }
 }

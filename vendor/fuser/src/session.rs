@@ -44,10 +44,10 @@ use crate::mnt::mount_options::Config;
 use crate::mnt::mount_options::check_option_conflicts;
 use crate::notify::Notifier;
 use crate::read_buf::FuseReadBuf;
+use crate::readers::Readers;
 use crate::reply::Reply;
 use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
-use crate::readers::Readers;
 use crate::request::RequestWithSender;
 
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
@@ -616,7 +616,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Err(err) => return Err(err.into()),
             }
             let since = *spinning_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < readers.spin {
+            if since.elapsed() < readers.spin() {
                 std::thread::yield_now();
                 continue;
             }
