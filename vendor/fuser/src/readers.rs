@@ -18,8 +18,9 @@
 //! CPU it takes from the machine slows them down (on a VM, it is taken
 //! from the emulation of the disk too). So the watchdog tries both, in
 //! turn, while requests come: a trial of `TRIAL` with spinning and one
-//! without, then the one that served more requests for `HOLD`, then
-//! trials again.
+//! without, then the one that served more requests for a hold of `HOLD`,
+//! then trials again; each time the same one wins, the hold doubles, up to
+//! `MAX_HOLD`, so that a steady workload spends little time in trials.
 
 use std::sync::Condvar;
 use std::sync::Mutex;
@@ -42,6 +43,7 @@ const ACTIVE_WINDOW: Duration = Duration::from_millis(50);
 /// is kept before the next trials.
 const TRIAL: Duration = Duration::from_millis(300);
 const HOLD: Duration = Duration::from_secs(3);
+const MAX_HOLD: Duration = Duration::from_secs(48);
 /// Spinning must serve this many more requests than not spinning to win.
 const SPIN_MARGIN: f64 = 1.05;
 
@@ -74,6 +76,9 @@ struct State {
     /// Requests read so far.
     requests: u64,
     tuning: Tuning,
+    /// How long the last trials' winner is kept, and which it was.
+    hold: Duration,
+    last_choice: Option<bool>,
     /// The device is gone: every thread ends.
     done: bool,
 }
@@ -103,6 +108,8 @@ impl Readers {
                 tuning: Tuning::Hold {
                     until: Instant::now(),
                 },
+                hold: HOLD,
+                last_choice: None,
                 done: false,
             }),
             asked: Condvar::new(),
@@ -216,6 +223,8 @@ impl Readers {
                     state.tuning = Tuning::Hold {
                         until: Instant::now(),
                     };
+                    state.hold = HOLD;
+                    state.last_choice = None;
                     TICK_IDLE
                 }
             };
@@ -225,7 +234,7 @@ impl Readers {
 }
 
 /// One step of the trials: spin for a `TRIAL`, not for another, keep the
-/// one that served more requests for `HOLD`.
+/// one that served more requests for the hold.
 fn tune(state: &mut State, spinning: &AtomicBool, now: Instant) {
     state.tuning = match state.tuning {
         Tuning::Hold { until } if now >= until => {
@@ -249,8 +258,17 @@ fn tune(state: &mut State, spinning: &AtomicBool, now: Instant) {
             spun,
         } if now.duration_since(since) >= TRIAL => {
             let still = state.requests - requests;
-            spinning.store(spun as f64 > still as f64 * SPIN_MARGIN, Ordering::Relaxed);
-            Tuning::Hold { until: now + HOLD }
+            let spin = spun as f64 > still as f64 * SPIN_MARGIN;
+            spinning.store(spin, Ordering::Relaxed);
+            state.hold = if state.last_choice == Some(spin) {
+                (state.hold * 2).min(MAX_HOLD)
+            } else {
+                HOLD
+            };
+            state.last_choice = Some(spin);
+            Tuning::Hold {
+                until: now + state.hold,
+            }
         }
         tuning => tuning,
     };
@@ -317,5 +335,7 @@ mod tests {
             tune(&mut state, spinning, start + TRIAL * 2 + HOLD / 2);
             assert_eq!(spinning.load(Ordering::Relaxed), expect);
         }
+        // The same winner twice: the hold doubles.
+        assert_eq!(state.hold, HOLD * 2);
     }
 }

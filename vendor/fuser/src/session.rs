@@ -582,10 +582,16 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         if !readers.start() {
             return Ok(());
         }
+        // Spin only right after a request of this thread's: a thread asked
+        // to read because the others are busy would take CPU they need.
+        let mut spin = std::time::Duration::ZERO;
         loop {
-            let size = match self.receive_spinning(readers, buf)? {
+            let size = match self.receive_spinning(readers, buf, spin)? {
                 Received::Request(size) => size,
-                Received::Resumed => continue,
+                Received::Resumed => {
+                    spin = std::time::Duration::ZERO;
+                    continue;
+                }
                 Received::Gone => return Ok(()),
             };
             let Some(req) = RequestWithSender::new(self.ch.sender(), &buf[..size]) else {
@@ -601,13 +607,19 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             readers.got_request();
             req.dispatch(self);
             readers.done_request();
+            spin = readers.spin();
         }
     }
 
-    /// zarrfs: read the next request, non-blocking, for up to the spin
-    /// time, then wait in poll(2) if no other thread reads.
-    fn receive_spinning(&self, readers: &Readers, buf: &mut [u8]) -> io::Result<Received> {
-        let mut spinning_since: Option<std::time::Instant> = None;
+    /// zarrfs: read the next request, non-blocking, for up to `spin`,
+    /// then wait in poll(2) if no other thread reads.
+    fn receive_spinning(
+        &self,
+        readers: &Readers,
+        buf: &mut [u8],
+        mut spin: std::time::Duration,
+    ) -> io::Result<Received> {
+        let started = std::time::Instant::now();
         loop {
             match self.ch.receive_nonblocking(buf) {
                 Ok(Some(size)) => return Ok(Received::Request(size)),
@@ -615,8 +627,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Err(nix::errno::Errno::ENODEV) => return Ok(Received::Gone),
                 Err(err) => return Err(err.into()),
             }
-            let since = *spinning_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < readers.spin() {
+            if started.elapsed() < spin {
                 std::thread::yield_now();
                 continue;
             }
@@ -625,7 +636,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Some(false) => return Ok(Received::Gone),
                 None => {
                     self.ch.wait_readable()?;
-                    spinning_since = None;
+                    spin = std::time::Duration::ZERO;
                 }
             }
         }
