@@ -67,12 +67,7 @@ pub fn serve(
     ];
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
-    config.spin = Some(Duration::from_micros(
-        std::env::var("X_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-    ));
+    config.spin = Some(SPIN);
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
     let _ = fs.notifier.set(session.notifier());
     // Invalidation that nobody waits for (see Fs::invalidate_after_own_commit).
