@@ -5,9 +5,11 @@
 //! straight from disk), tree nodes and change lists (JSON) under
 //! `objects/`, and commit records under `commits/`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::storage::{SYNCFS_THRESHOLD, Storage};
 
 use super::tree::Node;
+
+/// How much of a file `ObjectId::of_file` reads at a time: enough for
+/// BLAKE3 to hash many chunks at once with SIMD.
+const HASH_BUFFER: usize = 128 << 10;
 
 /// A BLAKE3 hash naming an object. Shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +34,34 @@ pub type CommitId = ObjectId;
 impl ObjectId {
     pub fn of(bytes: &[u8]) -> ObjectId {
         ObjectId(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The id of a file's contents, read from where `file` stands to its
+    /// end. Reads through a buffer kept per thread: blake3's own
+    /// `update_reader` zeroes a fresh 64 KiB buffer on every call, which
+    /// for a 4 KiB chunk costs more than hashing it (39% of the daemon's
+    /// instructions while 10,000 small files were written and sealed).
+    pub fn of_file(mut file: &File) -> io::Result<ObjectId> {
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        BUFFER.with_borrow_mut(|buffer| {
+            if buffer.is_empty() {
+                buffer.resize(HASH_BUFFER, 0);
+            }
+            let mut hasher = blake3::Hasher::new();
+            loop {
+                match file.read(buffer) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hasher.update(&buffer[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(ObjectId(*hasher.finalize().as_bytes()))
+        })
     }
 
     pub fn to_hex(&self) -> String {
@@ -225,6 +259,30 @@ pub fn missing(id: ObjectId) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_hashes_as_its_bytes_across_buffer_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [
+            0,
+            1,
+            4096,
+            HASH_BUFFER - 1,
+            HASH_BUFFER,
+            HASH_BUFFER + 1,
+            3 * HASH_BUFFER + 7,
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.path().join(size.to_string());
+            std::fs::write(&path, &bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            assert_eq!(
+                ObjectId::of_file(&file).unwrap(),
+                ObjectId::of(&bytes),
+                "{size} bytes"
+            );
+        }
+    }
 
     #[test]
     fn ids_round_trip_through_hex_and_reject_garbage() {

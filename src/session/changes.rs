@@ -96,9 +96,8 @@ impl Session {
         {
             return Ok((len, mtime, id));
         }
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(File::open(&path)?)?;
-        Ok((len, mtime, ObjectId(*hasher.finalize().as_bytes())))
+        let id = ObjectId::of_file(&File::open(&path)?)?;
+        Ok((len, mtime, id))
     }
 
     /// The hashes of a journal chunk's staged files: sealed ones as they

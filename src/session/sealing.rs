@@ -277,9 +277,7 @@ impl Sealer {
     fn hash(&self, n: u64) -> io::Result<(File, SealedFile)> {
         let file = File::open(self.staged_dir.join(n.to_string()))?;
         let size = file.metadata()?.len();
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(&file)?;
-        let id = ObjectId(*hasher.finalize().as_bytes());
+        let id = ObjectId::of_file(&file)?;
         Ok((file, SealedFile { id, size }))
     }
 }
