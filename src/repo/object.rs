@@ -104,7 +104,8 @@ impl FromStr for ObjectId {
 
 impl Serialize for ObjectId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        // Hex on the stack: nodes and change lists hold one id an entry.
+        s.serialize_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 
@@ -211,7 +212,7 @@ impl Objects {
     }
 
     pub fn put_node(&self, node: Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
-        let bytes = serde_json::to_vec(&node).expect("tree nodes serialize");
+        let bytes = node.to_json();
         let id = self.put(&bytes, batch)?;
         let mut cache = self.nodes.lock().unwrap();
         if cache.len() >= NODE_CACHE_LIMIT {

@@ -83,6 +83,31 @@ struct StagedHash {
 /// The staged files of one journal chunk, hashed.
 type ChunkHashes = HashMap<u64, StagedHash>;
 
+/// Whether the journal hides the base below the directory of the last
+/// path visited, so that the many paths of one directory, which come one
+/// after another in path order, ask the journal about its ancestors once.
+/// Valid for one walk of the journal, which does not change during it.
+#[derive(Default)]
+struct HiddenDirMemo {
+    last: Option<(String, bool)>,
+}
+
+impl HiddenDirMemo {
+    /// `session.base_hidden(path, false)`: an ancestor of `path` hides the
+    /// base, i.e. its directory or one of that directory's ancestors.
+    fn below_parent_of(&mut self, session: &Session, path: &str) -> Result<bool> {
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        if let Some((last, hidden)) = &self.last
+            && last == dir
+        {
+            return Ok(*hidden);
+        }
+        let hidden = session.base_hidden(dir, true)?;
+        self.last = Some((dir.to_owned(), hidden));
+        Ok(hidden)
+    }
+}
+
 impl Session {
     /// Hash a staged file, reusing the last hash while its size and mtime
     /// are unchanged. Shares the session, so that several threads can.
@@ -161,6 +186,7 @@ impl Session {
         let total = self.journal.len() as u64;
         let mut done = 0;
         let mut after: Option<String> = None;
+        let mut hidden = HiddenDirMemo::default();
         loop {
             let chunk = self
                 .journal
@@ -175,7 +201,7 @@ impl Session {
                     progress(CommitProgress { phase, done, total });
                 }
                 done += 1;
-                if let Some(change) = self.pending_change(path, entry, &hashes)?
+                if let Some(change) = self.pending_change(path, entry, &hashes, &mut hidden)?
                     && visit(self, change)?.is_break()
                 {
                     return Ok(());
@@ -190,8 +216,9 @@ impl Session {
         path: String,
         entry: JournalEntry,
         hashes: &ChunkHashes,
+        hidden: &mut HiddenDirMemo,
     ) -> Result<Option<PendingChange>> {
-        let base = if self.base_hidden(&path, false)? {
+        let base = if hidden.below_parent_of(self, &path)? {
             None
         } else {
             self.base_entry(&path)?
