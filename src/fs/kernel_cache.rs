@@ -56,7 +56,7 @@ impl Fs {
     /// The view was replaced: make the kernel forget the view's entries
     /// and attributes (and cached pages) it holds. Call without holding
     /// the session or epoch locks.
-    pub fn invalidate_view(&self) {
+    pub(super) fn invalidate_view(&self) {
         self.invalidate(true);
     }
 
@@ -81,7 +81,7 @@ impl Fs {
 
     /// The background invalidation thread's work: the whole view, once
     /// for any number of requests made meanwhile.
-    pub fn invalidate_in_background(&self, requests: &std::sync::mpsc::Receiver<()>) {
+    pub(super) fn invalidate_in_background(&self, requests: &std::sync::mpsc::Receiver<()>) {
         while requests.recv().is_ok() {
             // After what usually follows a commit (the caller reading the
             // outcome, the next writes), not in its way.

@@ -65,7 +65,13 @@ impl ObjectId {
     }
 
     pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+        self.hex().to_string()
+    }
+
+    /// The 64 hex digits, on the stack: nodes and change lists hold one
+    /// id an entry.
+    pub fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
     }
 
     /// The first 12 hex digits, for tables read by people.
@@ -104,8 +110,7 @@ impl FromStr for ObjectId {
 
 impl Serialize for ObjectId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Hex on the stack: nodes and change lists hold one id an entry.
-        s.serialize_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+        s.serialize_str(&self.hex())
     }
 }
 

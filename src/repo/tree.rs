@@ -79,46 +79,57 @@ impl Node {
         }
         fn id(out: &mut Vec<u8>, id: &ObjectId) {
             out.push(b'"');
-            out.extend_from_slice(blake3::Hash::from_bytes(id.0).to_hex().as_bytes());
+            out.extend_from_slice(id.hex().as_bytes());
             out.push(b'"');
         }
-        let mut out = Vec::new();
+        /// `{"node":KIND,LIST:[items]}`, each item written by `item`.
+        fn node<T>(
+            head: &[u8],
+            items: &[T],
+            bytes_each: usize,
+            item: impl Fn(&mut Vec<u8>, &T),
+        ) -> Vec<u8> {
+            let mut out = Vec::with_capacity(head.len() + 2 + items.len() * bytes_each);
+            out.extend_from_slice(head);
+            for (i, each) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                item(&mut out, each);
+            }
+            out.extend_from_slice(b"]}");
+            out
+        }
         match self {
-            Node::Leaf { entries } => {
-                out.reserve(32 + entries.len() * 140);
-                out.extend_from_slice(br#"{"node":"leaf","entries":["#);
-                for (i, entry) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
+            Node::Leaf { entries } => node(
+                br#"{"node":"leaf","entries":["#,
+                entries,
+                140,
+                |out, entry| {
                     out.extend_from_slice(br#"{"name":"#);
-                    name(&mut out, &entry.name);
+                    name(out, &entry.name);
                     out.extend_from_slice(match entry.kind {
                         EntryKind::File => br#","kind":"file","id":"#,
                         EntryKind::Dir => br#","kind":"dir","id":"#,
                     });
-                    id(&mut out, &entry.id);
+                    id(out, &entry.id);
                     write!(out, r#","size":{},"mode":{}}}"#, entry.size, entry.mode)
                         .expect("writing to a Vec");
-                }
-            }
-            Node::Inner { children } => {
-                out.reserve(32 + children.len() * 100);
-                out.extend_from_slice(br#"{"node":"inner","children":["#);
-                for (i, child) in children.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
+                },
+            ),
+            Node::Inner { children } => node(
+                br#"{"node":"inner","children":["#,
+                children,
+                100,
+                |out, child| {
                     out.extend_from_slice(br#"{"first":"#);
-                    name(&mut out, &child.first);
+                    name(out, &child.first);
                     out.extend_from_slice(br#","id":"#);
-                    id(&mut out, &child.id);
+                    id(out, &child.id);
                     out.push(b'}');
-                }
-            }
+                },
+            ),
         }
-        out.extend_from_slice(b"]}");
-        out
     }
 }
 
