@@ -61,6 +61,11 @@ pub struct MountArgs {
     /// that `zarrfs gc` gives back
     #[arg(long, value_name = "DURATION", value_parser = parse_seal_delay)]
     pub seal_delay: Option<SealDelay>,
+    /// Serve requests through /dev/fuse even where the kernel offers FUSE
+    /// over io_uring (Linux 6.14+ with the fuse module's enable_uring
+    /// parameter set), which zarrfs otherwise uses
+    #[arg(long)]
+    pub no_io_uring: bool,
     /// Append the daemon's log to this file instead of standard error
     /// (`zarrfs mount` passes its log file to the daemon it starts)
     #[arg(long, hide = true, value_name = "FILE")]
@@ -194,6 +199,9 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     }
     if let Some(delay) = args.seal_delay {
         command.arg("--seal-delay").arg(delay.to_string());
+    }
+    if args.no_io_uring {
+        command.arg("--no-io-uring");
     }
     command
         .stdin(Stdio::null())
@@ -365,6 +373,7 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
     if let Some(SealDelay(delay)) = args.seal_delay {
         options.seal_delay = delay;
     }
+    options.io_uring = !args.no_io_uring;
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {

@@ -236,9 +236,18 @@ pub fn status_text(session: &mut Session, out: &mut dyn Write) -> SessionResult<
     Ok(())
 }
 
+/// What the kernel agreed to serve the mount with, for `session.json`.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFeatures {
+    /// FUSE passthrough: the kernel reads and writes file data itself.
+    pub passthrough: bool,
+    /// Requests come over FUSE's io_uring queues instead of /dev/fuse.
+    pub io_uring: bool,
+}
+
 /// `.zarrfs/session.json`: the session and its mount, without the
 /// changes, so that reading it costs nothing however many there are.
-pub fn session_json(session: &Session, options: &FsOptions, passthrough: bool) -> String {
+pub fn session_json(session: &Session, options: &FsOptions, kernel: KernelFeatures) -> String {
     let info = session.info();
     let description = serde_json::json!({
         "repo": session.repo().path().display().to_string(),
@@ -251,7 +260,8 @@ pub fn session_json(session: &Session, options: &FsOptions, passthrough: bool) -
         "read_only": options.read_only,
         "pid": std::process::id(),
         "log": options.log,
-        "passthrough": passthrough,
+        "passthrough": kernel.passthrough,
+        "io_uring": kernel.io_uring,
         "sealed_files": session.sealed_files(),
     });
     format!("{}\n", serde_json::to_string_pretty(&description).unwrap())
@@ -262,10 +272,10 @@ pub fn session_json(session: &Session, options: &FsOptions, passthrough: bool) -
 pub fn status_json(
     session: &mut Session,
     options: &FsOptions,
-    passthrough: bool,
+    kernel: KernelFeatures,
     out: &mut dyn Write,
 ) -> SessionResult<()> {
-    let text = session_json(session, options, passthrough);
+    let text = session_json(session, options, kernel);
     // Reopen the object to add the changes, the one long member.
     let open = text
         .trim_end()
@@ -330,6 +340,13 @@ pub fn commit_message(data: &[u8]) -> String {
 }
 
 impl Fs {
+    fn kernel_features(&self) -> KernelFeatures {
+        KernelFeatures {
+            passthrough: self.backings.enabled(),
+            io_uring: self.io_uring.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// What reading a control file gives now.
     pub(super) fn control_content(&self, file: ControlFile) -> FsResult<ControlOutput> {
         let text = match file {
@@ -342,7 +359,7 @@ impl Fs {
             ControlFile::Discard => String::new(),
             ControlFile::Session => format!("{}\n", self.session_read().id()),
             ControlFile::SessionJson => {
-                session_json(&self.session_read(), &self.options, self.backings.enabled())
+                session_json(&self.session_read(), &self.options, self.kernel_features())
             }
             // Read without the session lock, which a running commit holds.
             ControlFile::Progress => match *lock(&self.commit_progress) {
@@ -363,7 +380,7 @@ impl Fs {
             ControlFile::StatusJson => status_json(
                 &mut self.session_write(),
                 &self.options,
-                self.backings.enabled(),
+                self.kernel_features(),
                 &mut out,
             )?,
             ControlFile::Log => {

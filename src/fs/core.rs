@@ -92,6 +92,9 @@ pub struct FsOptions {
     /// How long a closed file waits before it is sealed (stored ahead of
     /// the commit); `None`: never.
     pub seal_delay: Option<Duration>,
+    /// Serve requests over FUSE's io_uring queues where the kernel offers
+    /// them (see vendor/fuser/ZARRFS.md).
+    pub io_uring: bool,
 }
 
 impl FsOptions {
@@ -105,6 +108,7 @@ impl FsOptions {
             mountpoint: mountpoint.to_owned(),
             log: None,
             seal_delay: Some(super::daemon::SEAL_DELAY),
+            io_uring: true,
         }
     }
 }
@@ -171,6 +175,9 @@ pub struct Fs {
     pub(super) last_commit: Mutex<String>,
     /// The files the kernel reads and writes itself (FUSE passthrough).
     pub backings: super::passthrough::Backings,
+    /// Whether the kernel's requests come over io_uring queues (set once
+    /// mounted).
+    pub io_uring: std::sync::atomic::AtomicBool,
     /// How far the running commit is, for `.zarrfs/progress`.
     pub(super) commit_progress: Mutex<Option<crate::session::CommitProgress>>,
     pub(super) options: FsOptions,
@@ -209,6 +216,7 @@ impl Fs {
             last_commit: Mutex::new(String::new()),
             commit_progress: Mutex::new(None),
             backings: Default::default(),
+            io_uring: Default::default(),
             options,
             started: SystemTime::now(),
             notifier: std::sync::OnceLock::new(),

@@ -68,7 +68,13 @@ pub fn serve(
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
     config.spin = Some(SPIN);
+    config.io_uring = fs.options().io_uring;
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)?;
+    if session.io_uring() {
+        fs.io_uring
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("FUSE over io_uring on: requests come over per-CPU queues");
+    }
     let _ = fs.notifier.set(session.notifier());
     // Invalidation that nobody waits for (see Fs::invalidate_after_own_commit).
     let (invalidations, invalidation_requests) = mpsc::channel::<()>();

@@ -135,6 +135,12 @@ impl ChannelSender {
         Ok(())
     }
 
+    /// zarrfs: the device's descriptor, for the io_uring queues.
+    pub(crate) fn device_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
     pub(crate) fn open_backing(&self, fd: BorrowedFd<'_>) -> std::io::Result<BackingId> {
         BackingId::create(&self.0, fd)
     }

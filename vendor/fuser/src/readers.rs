@@ -167,10 +167,17 @@ impl Readers {
     /// returns when it reads again; if it is the only reader it returns
     /// at once, to wait in poll(2).
     pub(crate) fn spin_ended(&self) -> Option<bool> {
+        self.spin_ended_then(|| {})
+    }
+
+    /// As `spin_ended`, calling `before_waiting` first if this thread is
+    /// to wait to be asked (the io_uring queue submits its replies then).
+    pub(crate) fn spin_ended_then(&self, before_waiting: impl FnOnce()) -> Option<bool> {
         let mut state = self.lock();
         if state.reading <= 1 {
             return None;
         }
+        before_waiting();
         state.reading -= 1;
         state.idle += 1;
         Some(self.wait_asked(state))

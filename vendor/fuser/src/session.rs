@@ -49,6 +49,8 @@ use crate::reply::Reply;
 use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
 use crate::request::RequestWithSender;
+use crate::uring::Queue;
+use crate::uring::UringParams;
 
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
 /// FUSE recommends at least 128k, max 16M. The FUSE default is 16M on macOS
@@ -116,8 +118,13 @@ impl UmountOnDrop {
 
 impl Drop for UmountOnDrop {
     fn drop(&mut self) {
-        if let Err(e) = self.umount() {
-            warn!("Failed to umount filesystem: {}", e);
+        match self.umount() {
+            // zarrfs: the usual end, the filesystem was unmounted already
+            // (which is what ended the session); zarrfs logs fuser's
+            // warnings, so this one would show after every umount.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => warn!("Failed to umount filesystem: {}", e),
+            Ok(()) => {}
         }
     }
 }
@@ -140,6 +147,8 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// zarrfs: set when FUSE_INIT agreed on io_uring queues (uring.rs).
+    pub(crate) uring: Option<UringParams>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -187,6 +196,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            uring: None,
         };
 
         session.handshake()?;
@@ -215,6 +225,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            uring: None,
         };
 
         session.handshake()?;
@@ -253,9 +264,13 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
+        if let Some(params) = uring {
+            return run_over_uring(filesystem, ch, allowed, session_owner, n_threads, params);
+        }
 
         if !cfg!(target_os = "linux") && n_threads != 1 {
             // TODO: check whether it works on macOS/FreeBSD and enable if it works.
@@ -463,6 +478,20 @@ impl<FS: Filesystem> Session<FS> {
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
+            // zarrfs: io_uring queues if asked for and offered.
+            if self.config.io_uring
+                && cfg!(target_os = "linux")
+                && config
+                    .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                    .is_ok()
+            {
+                let page = page_size::get();
+                self.uring = Some(UringParams {
+                    payload_size: (config.max_write as usize)
+                        .max(usize::from(config.max_pages()) * page),
+                });
+            }
+
             // Log capability status for debugging
             for bit in 0..64 {
                 let bitflags = InitFlags::from_bits_retain(1 << bit);
@@ -524,6 +553,94 @@ impl<FS: Filesystem> Session<FS> {
     pub fn notifier(&self) -> Notifier {
         Notifier::new(self.ch.sender())
     }
+
+    /// zarrfs: whether FUSE_INIT agreed on io_uring queues (`Config::io_uring`
+    /// asked, the kernel offered), so that `run` serves requests over them.
+    pub fn io_uring(&self) -> bool {
+        self.uring.is_some()
+    }
+}
+
+/// zarrfs: `Session::run` over io_uring queues (uring.rs): `n_threads`
+/// threads per queue, a watchdog per queue, and one thread reading the
+/// device for what does not come over the rings (forgets, interrupts).
+fn run_over_uring<FS: Filesystem>(
+    filesystem: FilesystemHolder<FS>,
+    ch: Channel,
+    allowed: SessionACL,
+    session_owner: Uid,
+    n_threads: usize,
+    params: UringParams,
+) -> io::Result<()> {
+    let mut filesystem = Arc::new(filesystem);
+    let event_loop = |name: String, ch: Channel| SessionEventLoop {
+        thread_name: name,
+        filesystem: filesystem.clone(),
+        ch,
+        allowed,
+        session_owner,
+        readers: None,
+    };
+    let n_threads = n_threads.max(1);
+    let depth = u16::try_from(n_threads * 2).unwrap_or(u16::MAX);
+    let mut queues = Vec::new();
+    for qid in 0..crate::uring::queue_count() {
+        let qid = u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?;
+        let queue = Arc::new(Queue::new(qid, depth, params, ch.sender())?);
+        queue.register()?;
+        queues.push(queue);
+    }
+    let mut threads = Vec::new();
+    let mut watchdogs = Vec::new();
+    for queue in &queues {
+        for i in 0..n_threads {
+            let name = format!("fuser-q{}-{i}", queue.qid());
+            let event_loop = event_loop(name.clone(), ch.clone());
+            let queue = queue.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(name)
+                    .spawn(move || queue.serve(&event_loop))?,
+            );
+        }
+        let queue = queue.clone();
+        watchdogs.push(
+            thread::Builder::new()
+                .name(format!("fuser-q{}-watch", queue.qid()))
+                .spawn(move || queue.readers.watch())?,
+        );
+    }
+    // The device: forgets and interrupts, until it is gone (unmounted).
+    let device = event_loop("fuser-dev".to_owned(), ch).blocking_loop();
+    for queue in &queues {
+        queue.stop();
+    }
+    let mut result = device;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            Err(_) => return Err(io::Error::other("io_uring queue thread panicked")),
+        }
+    }
+    for queue in &queues {
+        queue.readers.finish();
+    }
+    for watchdog in watchdogs {
+        let _ = watchdog.join();
+    }
+    drop(queues);
+    let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
+        return Err(io::Error::other(
+            "BUG: must have one refcount for filesystem",
+        ));
+    };
+    filesystem.destroy();
+    result
 }
 
 #[derive(Debug)]

@@ -22,6 +22,11 @@ pub struct Config {
     /// for this long after each request before it waits (see
     /// `readers.rs`). Linux only; `None` keeps fuser's loop.
     pub spin: Option<std::time::Duration>,
+    /// zarrfs: serve requests over FUSE's io_uring queues when the kernel
+    /// offers them (Linux 6.14+ with `fuse.enable_uring=1`), `n_threads`
+    /// threads per CPU, pinned to it (see `uring.rs`); the device fd then
+    /// only carries forgets and interrupts, read by one thread. Linux only.
+    pub io_uring: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
