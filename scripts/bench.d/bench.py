@@ -144,6 +144,7 @@ class Bench:
         self.procs: set[subprocess.Popen] = set()
         self.can_drop = os.geteuid() == 0
         self.passthrough = None   # as the first mount's status.json says
+        self.io_uring = None      # likewise
         self.hwm = 0.0            # daemon VmHWM seen during the current phase, MiB
         base = os.path.abspath(args.dir)
         self.made_base = not os.path.exists(base)
@@ -237,6 +238,7 @@ class Bench:
         pid = status["pid"]
         if self.passthrough is None:
             self.passthrough = status.get("passthrough", "not reported")
+            self.io_uring = status.get("io_uring", "not reported")
         self.mounts[mp] = pid
         self.save_state()
         return pid
@@ -806,6 +808,10 @@ def main():
     p.add_argument("--only", metavar="LIST", help="comma-separated workloads (W1..W7); "
                    "W1, W2, W3 and W4a run together")
     p.add_argument("--keep", action="store_true", help="keep the scratch data (for debugging)")
+    p.add_argument("--io-uring", choices=["on", "off"],
+                   help="set the fuse module's enable_uring parameter for the run (root; put back "
+                   "after): whether mounts serve requests over io_uring queues (default: as the "
+                   "machine has it)")
     p.add_argument("--zarrfs", required=True, help=argparse.SUPPRESS)
     p.add_argument("--venv-python", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -820,6 +826,32 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
 
+    uring_before = set_enable_uring(args.io_uring) if args.io_uring else None
+    try:
+        return run(args, sizes, only)
+    finally:
+        if uring_before is not None:
+            set_enable_uring(uring_before)
+
+
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
+
+
+def set_enable_uring(value):
+    """Set the fuse module's enable_uring parameter ("on"/"off", or a
+    value read from it before); return what it was."""
+    try:
+        with open(ENABLE_URING) as f:
+            before = f.read().strip()
+        with open(ENABLE_URING, "w") as f:
+            f.write({"on": "Y", "off": "N"}.get(value, value))
+    except OSError as e:
+        sys.exit(f"scripts/bench: --io-uring: cannot set {ENABLE_URING}: {e} "
+                 "(it needs root and a kernel with FUSE over io_uring, Linux 6.14+)")
+    return before
+
+
+def run(args, sizes, only):
     bench = Bench(args, sizes)
     info = machine(bench.scratch)
     print(f"zarrfs benchmark ({'quick' if args.quick else 'full'} sizes)")
@@ -868,8 +900,9 @@ def main():
             bench.cleanup()
 
     info["passthrough"] = bench.passthrough
+    info["io_uring"] = bench.io_uring
     print(f"\nResults ({'quick' if args.quick else 'full'} sizes, {time.time() - started:.0f} s; "
-          f"FUSE passthrough: {bench.passthrough}):\n")
+          f"FUSE passthrough: {bench.passthrough}; FUSE over io_uring: {bench.io_uring}):\n")
     print_table(bench.rows)
     missed = [r.workload for r in bench.rows if r.passed is False]
     print()
