@@ -1,11 +1,12 @@
-//! FUSE over io_uring: where the kernel offers it (Linux 6.14+, the fuse
-//! module's `enable_uring` parameter set), a mount takes its requests from
-//! per-CPU queues instead of /dev/fuse. These tests set the parameter for
-//! their run (root only; it is restored after) and check that a mount
-//! says it uses the rings, that files written from every CPU at once come
-//! back whole, and that a long commit does not hold up the other requests
-//! of its CPU's queue. `scripts/test` also runs the other mount tests and
-//! the Zarr client tests with the parameter set.
+//! FUSE over io_uring: with `--io-uring`, where the kernel offers it (Linux
+//! 6.14+, the fuse module's `enable_uring` parameter set), a mount takes
+//! its requests from per-CPU queues instead of /dev/fuse. These tests set
+//! the parameter for their run (root only; it is restored after) and check
+//! that such a mount says it uses the rings, that files written from every
+//! CPU at once come back whole, that a long commit does not hold up the
+//! other requests of its CPU's queue, and that a mount without the flag
+//! stays on /dev/fuse. `scripts/test` also runs the other mount tests and
+//! the Zarr client tests over the rings (ZARRFS_TEST_MOUNT_ARGS).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -119,7 +120,7 @@ fn files_written_from_every_cpu_at_once_come_back_over_the_rings() {
         return;
     };
     let scratch = Scratch::new();
-    let m = scratch.mount("mnt", &[]);
+    let m = scratch.mount("mnt", &["--io-uring"]);
     assert_eq!(
         session_json(&m)["io_uring"],
         true,
@@ -154,7 +155,7 @@ fn files_written_from_every_cpu_at_once_come_back_over_the_rings() {
     m.unmount();
 
     // A fresh mount reads the commit back, again from every CPU.
-    let m = scratch.mount("again", &[]);
+    let m = scratch.mount("again", &["--io-uring"]);
     assert_eq!(session_json(&m)["io_uring"], true);
     std::thread::scope(|s| {
         for cpu in cpus() {
@@ -177,7 +178,7 @@ fn a_long_commit_does_not_hold_up_the_other_requests_of_its_cpu() {
     let scratch = Scratch::new();
     // Without sealing, the commit stores every file itself: long enough to
     // be seen running.
-    let m = scratch.mount("mnt", &["--seal-delay", "off"]);
+    let m = scratch.mount("mnt", &["--io-uring", "--seal-delay", "off"]);
     assert_eq!(session_json(&m)["io_uring"], true);
     for dir in 0..20 {
         let dir = m.path.join(format!("d{dir}"));
@@ -225,12 +226,12 @@ fn a_long_commit_does_not_hold_up_the_other_requests_of_its_cpu() {
 }
 
 #[test]
-fn a_mount_asked_not_to_use_the_rings_reads_the_device() {
+fn a_mount_not_asked_to_use_the_rings_reads_the_device() {
     let Some(_uring) = UringEnabled::hold() else {
         return;
     };
     let scratch = Scratch::new();
-    let m = scratch.mount("mnt", &["--no-io-uring"]);
+    let m = scratch.mount("mnt", &[]);
     assert_eq!(session_json(&m)["io_uring"], false);
     std::fs::write(m.path.join("a"), "through /dev/fuse").unwrap();
     assert_eq!(

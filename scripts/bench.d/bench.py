@@ -232,7 +232,8 @@ class Bench:
         os.makedirs(mp, exist_ok=True)
         self.mounts[mp] = None
         self.save_state()
-        self.zcmd("mount", repo, mp, "--new-session", "--author", "bench <bench@zarrfs>")
+        uring = ["--io-uring"] if self.args.io_uring == "on" else []
+        self.zcmd("mount", repo, mp, "--new-session", "--author", "bench <bench@zarrfs>", *uring)
         with open(os.path.join(mp, ".zarrfs", "status.json")) as f:
             status = json.load(f)
         pid = status["pid"]
@@ -809,9 +810,9 @@ def main():
                    "W1, W2, W3 and W4a run together")
     p.add_argument("--keep", action="store_true", help="keep the scratch data (for debugging)")
     p.add_argument("--io-uring", choices=["on", "off"],
-                   help="set the fuse module's enable_uring parameter for the run (root; put back "
-                   "after): whether mounts serve requests over io_uring queues (default: as the "
-                   "machine has it)")
+                   help="on: mount with --io-uring, the fuse module's enable_uring parameter set "
+                   "for the run (root; put back after); off: without, the parameter unset "
+                   "(default: without, the parameter as the machine has it)")
     p.add_argument("--zarrfs", required=True, help=argparse.SUPPRESS)
     p.add_argument("--venv-python", default="", help=argparse.SUPPRESS)
     args = p.parse_args()

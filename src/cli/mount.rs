@@ -61,11 +61,13 @@ pub struct MountArgs {
     /// that `zarrfs gc` gives back
     #[arg(long, value_name = "DURATION", value_parser = parse_seal_delay)]
     pub seal_delay: Option<SealDelay>,
-    /// Serve requests through /dev/fuse even where the kernel offers FUSE
-    /// over io_uring (Linux 6.14+ with the fuse module's enable_uring
-    /// parameter set), which zarrfs otherwise uses
+    /// Take the kernel's requests from FUSE's per-CPU io_uring queues
+    /// instead of /dev/fuse, where the kernel offers them (Linux 6.14+ with
+    /// the fuse module's enable_uring parameter set): faster for programs
+    /// that make one request at a time, slower for zarr-python's threads
+    /// (see zarrfs(5))
     #[arg(long)]
-    pub no_io_uring: bool,
+    pub io_uring: bool,
     /// Append the daemon's log to this file instead of standard error
     /// (`zarrfs mount` passes its log file to the daemon it starts)
     #[arg(long, hide = true, value_name = "FILE")]
@@ -200,8 +202,8 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     if let Some(delay) = args.seal_delay {
         command.arg("--seal-delay").arg(delay.to_string());
     }
-    if args.no_io_uring {
-        command.arg("--no-io-uring");
+    if args.io_uring {
+        command.arg("--io-uring");
     }
     command
         .stdin(Stdio::null())
@@ -373,7 +375,7 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
     if let Some(SealDelay(delay)) = args.seal_delay {
         options.seal_delay = delay;
     }
-    options.io_uring = !args.no_io_uring;
+    options.io_uring = args.io_uring;
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {

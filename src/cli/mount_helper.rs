@@ -61,7 +61,7 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
         Failure::new(
             exit::USAGE,
             format!(
-                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,seal_delay=DURATION,no_io_uring,ro]"
+                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,seal_delay=DURATION,io_uring,ro]"
             ),
         )
     };
@@ -120,12 +120,12 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
                 command.push(value.into());
             }
             ("new_session" | "new-session", None) => command.push("--new-session".into()),
-            ("no_io_uring" | "no-io-uring", None) => command.push("--no-io-uring".into()),
+            ("io_uring" | "io-uring", None) => command.push("--io-uring".into()),
             ("ro", None) => command.push("--read-only".into()),
             _ if is_generic(option) => {}
             _ => {
                 return Err(usage(format!(
-                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, seal_delay=DURATION, no_io_uring, ro)"
+                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, seal_delay=DURATION, io_uring, ro)"
                 )));
             }
         }

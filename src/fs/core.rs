@@ -93,7 +93,7 @@ pub struct FsOptions {
     /// the commit); `None`: never.
     pub seal_delay: Option<Duration>,
     /// Serve requests over FUSE's io_uring queues where the kernel offers
-    /// them (see vendor/fuser/ZARRFS.md).
+    /// them (`--io-uring`; see vendor/fuser/ZARRFS.md).
     pub io_uring: bool,
 }
 
@@ -108,7 +108,7 @@ impl FsOptions {
             mountpoint: mountpoint.to_owned(),
             log: None,
             seal_delay: Some(super::daemon::SEAL_DELAY),
-            io_uring: true,
+            io_uring: false,
         }
     }
 }

@@ -68,13 +68,18 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// `zarrfs mount REPO MOUNTPOINT ARGS`, and the arguments in
+    /// `ZARRFS_TEST_MOUNT_ARGS` (split at spaces), with which scripts/test
+    /// runs the mount tests once more (over FUSE io_uring queues).
     pub fn new(repo: &Path, mountpoint: &Path, args: &[&str]) -> Mount {
         let mountpoint = std::fs::canonicalize(mountpoint).unwrap();
+        let extra = std::env::var("ZARRFS_TEST_MOUNT_ARGS").unwrap_or_default();
         let out = Command::new(BIN)
             .arg("mount")
             .arg(repo)
             .arg(&mountpoint)
             .args(args)
+            .args(extra.split_whitespace())
             .output()
             .unwrap();
         assert!(
@@ -83,7 +88,17 @@ impl Mount {
             text(&out.stdout),
             text(&out.stderr)
         );
-        Mount::new_existing(repo, &mountpoint)
+        let mount = Mount::new_existing(repo, &mountpoint);
+        if extra.split_whitespace().any(|a| a == "--io-uring") {
+            // A run meant to go over the rings must not pass on /dev/fuse.
+            let session = std::fs::read_to_string(mount.path.join(".zarrfs/session.json")).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&session).unwrap();
+            assert_eq!(
+                value["io_uring"], true,
+                "ZARRFS_TEST_MOUNT_ARGS asks for --io-uring, but the mount reads /dev/fuse (is the fuse module's enable_uring set?)"
+            );
+        }
+        mount
     }
 
     /// Take charge of a mount made by the caller (to unmount it on drop).

@@ -5,6 +5,9 @@ Environment:
   ZARRFS_BIN      the zarrfs binary (required)
   ZARRFS_SCRATCH  a directory for repositories and mountpoints
                   (default: a new temporary directory)
+  ZARRFS_TEST_MOUNT_ARGS
+                  extra arguments for every mount, split at spaces
+                  (scripts/test: --io-uring, for a run over io_uring)
 """
 
 import json
@@ -41,12 +44,21 @@ class Mount:
         os.makedirs(path, exist_ok=True)
         self.path = os.path.realpath(path)
         self.repo = repo
+        # scripts/test runs these tests once more with extra mount
+        # arguments (over FUSE io_uring queues).
+        extra = os.environ.get("ZARRFS_TEST_MOUNT_ARGS", "").split()
         out = subprocess.run(
-            [BIN, "mount", repo, self.path, *args], capture_output=True, text=True
+            [BIN, "mount", repo, self.path, *args, *extra], capture_output=True, text=True
         )
         if out.returncode != 0:
             raise RuntimeError(f"zarrfs mount failed: {out.stdout}{out.stderr}")
-        self.pid = self.status()["pid"]
+        status = self.status()
+        self.pid = status["pid"]
+        if "--io-uring" in extra and status.get("io_uring") is not True:
+            # A run meant to go over the rings must not pass on /dev/fuse.
+            self.umount()
+            raise RuntimeError("--io-uring asked, but the mount reads /dev/fuse "
+                               "(is the fuse module's enable_uring set?)")
 
     def control_path(self, name):
         return os.path.join(self.path, ".zarrfs", name)

@@ -99,7 +99,11 @@ struct Shared(Box<[UnsafeCell<u8>]>);
 
 impl Shared {
     fn new(len: usize) -> Shared {
-        Shared((0..len).map(|_| UnsafeCell::new(0)).collect())
+        // Zeroed by the allocator (calloc), so that pages no request has
+        // used yet take no memory.
+        let bytes = vec![0u8; len].into_boxed_slice();
+        // SAFETY: UnsafeCell<u8> has the layout of u8.
+        Shared(unsafe { Box::from_raw(Box::into_raw(bytes) as *mut [UnsafeCell<u8>]) })
     }
 
     fn ptr(&self) -> *mut u8 {
@@ -172,22 +176,29 @@ impl UringReply {
         let entry = &self.queue.entries[usize::from(self.entry)];
         let total: usize = data.iter().map(|d| d.len()).sum();
         if total < OUT_HEADER_LEN || total - OUT_HEADER_LEN > entry.payload.len() {
+            // Answer EIO rather than leave the caller waiting forever.
+            self.queue.answer_error(self.entry, libc::EIO)?;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a reply of {total} bytes does not fit a ring entry"),
             ));
         }
-        // SAFETY: this thread owns the entry until the commit below.
+        // SAFETY: this thread owns the entry until the commit below; the
+        // sizes were checked above.
         unsafe {
             let mut at = 0;
             for slice in data {
-                for (i, byte) in slice.iter().enumerate() {
-                    let pos = at + i;
-                    if pos < OUT_HEADER_LEN {
-                        *entry.header.ptr().add(pos) = *byte;
-                    } else {
-                        *entry.payload.ptr().add(pos - OUT_HEADER_LEN) = *byte;
-                    }
+                // The first OUT_HEADER_LEN bytes go to the header area, the
+                // rest to the payload.
+                let to_header = OUT_HEADER_LEN.saturating_sub(at).min(slice.len());
+                let (head, rest) = slice.split_at(to_header);
+                if !head.is_empty() {
+                    let to = entry.header.ptr().add(at);
+                    std::ptr::copy_nonoverlapping(head.as_ptr(), to, head.len());
+                }
+                if !rest.is_empty() {
+                    let to = entry.payload.ptr().add(at + to_header - OUT_HEADER_LEN);
+                    std::ptr::copy_nonoverlapping(rest.as_ptr(), to, rest.len());
                 }
                 at += slice.len();
             }
@@ -322,6 +333,22 @@ impl Queue {
         drop(state);
         self.ring.submit()?;
         Ok(())
+    }
+
+    /// Answer the request in an entry with an error, before anything
+    /// else was written into the entry.
+    fn answer_error(&self, entry: u16, errno: i32) -> io::Result<()> {
+        let header = self.entries[usize::from(entry)].header.ptr();
+        // SAFETY: the calling thread owns the entry until the commit; the
+        // request's unique is still where the kernel put it.
+        unsafe {
+            let unique = (header.add(8) as *const u64).read_unaligned();
+            (header as *mut u32).write_unaligned(OUT_HEADER_LEN as u32);
+            (header.add(4) as *mut i32).write_unaligned(-errno);
+            (header.add(8) as *mut u64).write_unaligned(unique);
+            (header.add(PAYLOAD_SZ_AT) as *mut u32).write_unaligned(0);
+        }
+        self.commit(entry)
     }
 
     /// Give an entry back with its reply, asking for the next request.
@@ -496,10 +523,7 @@ impl Queue {
                 error!(
                     "fuse io_uring: request of {len} bytes with a payload of {payload_sz} does not add up"
                 );
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "invalid ring request",
-                ));
+                return self.answer_error(entry, libc::EIO);
             };
             std::ptr::copy_nonoverlapping(header, buf.as_mut_ptr(), IN_HEADER_LEN);
             std::ptr::copy_nonoverlapping(
@@ -519,10 +543,8 @@ impl Queue {
             entry,
         };
         let Some(req) = RequestWithSender::over_ring(reply, &buf[..size]) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "invalid ring request",
-            ));
+            // fuser logged why.
+            return self.answer_error(entry, libc::EIO);
         };
         if let Ok(Operation::Destroy(_)) = req.request.operation() {
             req.reply::<ReplyEmpty>().ok();
