@@ -151,7 +151,9 @@ pub(crate) struct Queue {
 // SAFETY: an entry's buffers belong either to the kernel (between a
 // submitted command and its completion) or to the one thread that took
 // the entry from `State::ready` (until it submits the reply), never to
-// two at once; the rings are only touched under `state`.
+// two at once. SQEs are pushed and CQEs reaped only under `state`;
+// io_uring_enter (submit, wait), which only reads the rings' shared
+// counters, may run beside them, as the kernel allows.
 unsafe impl Send for Queue {}
 unsafe impl Sync for Queue {}
 
