@@ -562,8 +562,9 @@ impl<FS: Filesystem> Session<FS> {
 }
 
 /// zarrfs: `Session::run` over io_uring queues (uring.rs): `n_threads`
-/// threads per queue, a watchdog per queue, and one thread reading the
-/// device for what does not come over the rings (forgets, interrupts).
+/// threads per queue, a watchdog per queue, and `n_threads` threads
+/// reading the device for what does not come over the rings (forgets,
+/// interrupts).
 fn run_over_uring<FS: Filesystem>(
     filesystem: FilesystemHolder<FS>,
     ch: Channel,
@@ -610,12 +611,30 @@ fn run_over_uring<FS: Filesystem>(
                 .spawn(move || queue.readers.watch())?,
         );
     }
-    // The device: forgets and interrupts, until it is gone (unmounted).
-    let device = event_loop("fuser-dev".to_owned(), ch).blocking_loop();
+    // The device, until it is gone (unmounted): forgets and interrupts, and
+    // everything if the kernel refused the rings after all (it then falls
+    // back to the device), so with as many threads as the queues have,
+    // each blocking in read(2) on its own fd as stock fuser's do.
+    let mut device_threads = Vec::new();
+    for i in 1..n_threads {
+        let event_loop = event_loop(format!("fuser-dev-{i}"), ch.clone_fd()?);
+        device_threads.push(
+            thread::Builder::new()
+                .name(format!("fuser-dev-{i}"))
+                .spawn(move || event_loop.blocking_loop())?,
+        );
+    }
+    let mut result = event_loop("fuser-dev-0".to_owned(), ch).blocking_loop();
+    for thread in device_threads {
+        match thread.join() {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Ok(_) => {}
+            Err(_) => return Err(io::Error::other("device thread panicked")),
+        }
+    }
     for queue in &queues {
         queue.stop();
     }
-    let mut result = device;
     for thread in threads {
         match thread.join() {
             Ok(Ok(())) => {}

@@ -13,7 +13,7 @@
 //!
 //! Forgets, interrupts and notifications still go through the device fd
 //! (the kernel does not send them over the ring), so `Session::run` keeps
-//! one thread reading it. Within a queue, one thread at a time waits on
+//! threads reading it. Within a queue, one thread at a time waits on
 //! the ring (`Readers`, without spinning): when every thread of the queue
 //! has been busy with a request for a while, the watchdog asks another to
 //! wait, so that a slow request (a commit) does not hold up its CPU's
