@@ -147,7 +147,7 @@ mod tests {
             "/data/repo",
             "/mnt/z",
             "-o",
-            "rw,noauto,x-systemd.automount,branch=dev,author=Ada <ada@example.org>,ro",
+            "rw,noauto,x-systemd.automount,branch=dev,author=Ada <ada@example.org>,io_uring,ro",
         ]))
         .unwrap()
         .unwrap();
@@ -162,6 +162,7 @@ mod tests {
                 "dev",
                 "--author",
                 "Ada <ada@example.org>",
+                "--io-uring",
                 "--read-only"
             ])
         );
