@@ -69,6 +69,8 @@ const HEADER_SIZE: usize = ENT_IN_OUT + 32;
 
 const IN_HEADER_LEN: usize = 40; // fuse_in_header
 const OUT_HEADER_LEN: usize = 16; // fuse_out_header
+/// Where `unique` is in both headers.
+const UNIQUE_AT: usize = 8;
 
 /// The smallest payload buffer the kernel accepts (FUSE_MIN_READ_BUFFER).
 const MIN_PAYLOAD: usize = 8192;
@@ -175,39 +177,7 @@ impl UringReply {
     /// Write the reply (a `fuse_out_header` and the reply's arguments)
     /// into the entry and give the entry back to the kernel.
     pub(crate) fn send(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
-        let entry = &self.queue.entries[usize::from(self.entry)];
-        let total: usize = data.iter().map(|d| d.len()).sum();
-        if total < OUT_HEADER_LEN || total - OUT_HEADER_LEN > entry.payload.len() {
-            // Answer EIO rather than leave the caller waiting forever.
-            self.queue.answer_error(self.entry, libc::EIO)?;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a reply of {total} bytes does not fit a ring entry"),
-            ));
-        }
-        // SAFETY: this thread owns the entry until the commit below; the
-        // sizes were checked above.
-        unsafe {
-            let mut at = 0;
-            for slice in data {
-                // The first OUT_HEADER_LEN bytes go to the header area, the
-                // rest to the payload.
-                let to_header = OUT_HEADER_LEN.saturating_sub(at).min(slice.len());
-                let (head, rest) = slice.split_at(to_header);
-                if !head.is_empty() {
-                    let to = entry.header.ptr().add(at);
-                    std::ptr::copy_nonoverlapping(head.as_ptr(), to, head.len());
-                }
-                if !rest.is_empty() {
-                    let to = entry.payload.ptr().add(at + to_header - OUT_HEADER_LEN);
-                    std::ptr::copy_nonoverlapping(rest.as_ptr(), to, rest.len());
-                }
-                at += slice.len();
-            }
-            let payload_sz = (total - OUT_HEADER_LEN) as u32;
-            (entry.header.ptr().add(PAYLOAD_SZ_AT) as *mut u32).write_unaligned(payload_sz);
-        }
-        self.queue.commit(self.entry)
+        self.queue.reply(self.entry, data)
     }
 
     pub(crate) fn channel(&self) -> &ChannelSender {
@@ -337,20 +307,59 @@ impl Queue {
         Ok(())
     }
 
+    /// Write a reply (a `fuse_out_header` and the reply's arguments) into
+    /// an entry and give the entry back to the kernel.
+    fn reply(&self, entry: u16, data: &[IoSlice<'_>]) -> io::Result<()> {
+        let e = &self.entries[usize::from(entry)];
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        if total < OUT_HEADER_LEN || total - OUT_HEADER_LEN > e.payload.len() {
+            // Answer EIO rather than leave the caller waiting forever.
+            self.answer_error(entry, libc::EIO)?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a reply of {total} bytes does not fit a ring entry"),
+            ));
+        }
+        // SAFETY: the calling thread owns the entry until the commit below;
+        // the sizes were checked above.
+        unsafe {
+            let mut at = 0;
+            for slice in data {
+                // The first OUT_HEADER_LEN bytes go to the header area, the
+                // rest to the payload.
+                let to_header = OUT_HEADER_LEN.saturating_sub(at).min(slice.len());
+                let (head, rest) = slice.split_at(to_header);
+                if !head.is_empty() {
+                    let to = e.header.ptr().add(at);
+                    std::ptr::copy_nonoverlapping(head.as_ptr(), to, head.len());
+                }
+                if !rest.is_empty() {
+                    let to = e.payload.ptr().add(at + to_header - OUT_HEADER_LEN);
+                    std::ptr::copy_nonoverlapping(rest.as_ptr(), to, rest.len());
+                }
+                at += slice.len();
+            }
+            let payload_sz = (total - OUT_HEADER_LEN) as u32;
+            (e.header.ptr().add(PAYLOAD_SZ_AT) as *mut u32).write_unaligned(payload_sz);
+        }
+        self.commit(entry)
+    }
+
     /// Answer the request in an entry with an error, before anything
     /// else was written into the entry.
     fn answer_error(&self, entry: u16, errno: i32) -> io::Result<()> {
-        let header = self.entries[usize::from(entry)].header.ptr();
-        // SAFETY: the calling thread owns the entry until the commit; the
-        // request's unique is still where the kernel put it.
-        unsafe {
-            let unique = (header.add(8) as *const u64).read_unaligned();
-            (header as *mut u32).write_unaligned(OUT_HEADER_LEN as u32);
-            (header.add(4) as *mut i32).write_unaligned(-errno);
-            (header.add(8) as *mut u64).write_unaligned(unique);
-            (header.add(PAYLOAD_SZ_AT) as *mut u32).write_unaligned(0);
-        }
-        self.commit(entry)
+        // SAFETY: the calling thread owns the entry; the request's
+        // fuse_in_header is still where the kernel put it.
+        let unique = unsafe {
+            (self.entries[usize::from(entry)].header.ptr().add(UNIQUE_AT) as *const u64)
+                .read_unaligned()
+        };
+        // fuse_out_header: len, error, unique.
+        let mut out = [0u8; OUT_HEADER_LEN];
+        out[0..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
+        out[4..8].copy_from_slice(&(-errno).to_ne_bytes());
+        out[UNIQUE_AT..].copy_from_slice(&unique.to_ne_bytes());
+        self.reply(entry, &[IoSlice::new(&out)])
     }
 
     /// Give an entry back with its reply, asking for the next request.
