@@ -283,7 +283,7 @@ impl<FS: Filesystem> Session<FS> {
             return Err(io::Error::other("n_threads"));
         };
 
-        let mut filesystem = Arc::new(filesystem);
+        let filesystem = Arc::new(filesystem);
 
         let mut channels = Vec::with_capacity(n_threads);
 
@@ -345,7 +345,6 @@ impl<FS: Filesystem> Session<FS> {
             );
         }
 
-        let mut reply: io::Result<()> = Ok(());
         let joined: Vec<_> = threads.into_iter().map(|t| t.join()).collect();
         if let Some(readers) = &readers {
             readers.finish();
@@ -353,28 +352,8 @@ impl<FS: Filesystem> Session<FS> {
         if let Some(watchdog) = watchdog {
             let _ = watchdog.join();
         }
-        for thread in joined {
-            let res = match thread {
-                Ok(res) => res,
-                Err(_) => {
-                    return Err(io::Error::other("event loop thread panicked"));
-                }
-            };
-            if let Err(e) = res {
-                if reply.is_ok() {
-                    reply = Err(e);
-                }
-            }
-        }
-
-        let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
-            return Err(io::Error::other(
-                "BUG: must have one refcount for filesystem",
-            ));
-        };
-
-        filesystem.destroy();
-
+        let reply = first_error(Ok(()), joined, "event loop")?;
+        destroy_filesystem(filesystem)?;
         reply
     }
 
@@ -573,7 +552,7 @@ fn run_over_uring<FS: Filesystem>(
     n_threads: usize,
     params: UringParams,
 ) -> io::Result<()> {
-    let mut filesystem = Arc::new(filesystem);
+    let filesystem = Arc::new(filesystem);
     let event_loop = |name: String, ch: Channel| SessionEventLoop {
         thread_name: name,
         filesystem: filesystem.clone(),
@@ -624,28 +603,20 @@ fn run_over_uring<FS: Filesystem>(
                 .spawn(move || event_loop.blocking_loop())?,
         );
     }
-    let mut result = event_loop("fuser-dev-0".to_owned(), ch).blocking_loop();
-    for thread in device_threads {
-        match thread.join() {
-            Ok(Err(e)) if result.is_ok() => result = Err(e),
-            Ok(_) => {}
-            Err(_) => return Err(io::Error::other("device thread panicked")),
-        }
-    }
+    let device = event_loop("fuser-dev-0".to_owned(), ch).blocking_loop();
+    let device = first_error(
+        device,
+        device_threads.into_iter().map(|t| t.join()),
+        "device",
+    )?;
     for queue in &queues {
         queue.stop();
     }
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-            Err(_) => return Err(io::Error::other("io_uring queue thread panicked")),
-        }
-    }
+    let result = first_error(
+        device,
+        threads.into_iter().map(|t| t.join()),
+        "io_uring queue",
+    )?;
     for queue in &queues {
         queue.readers.finish();
     }
@@ -653,13 +624,41 @@ fn run_over_uring<FS: Filesystem>(
         let _ = watchdog.join();
     }
     drop(queues);
+    destroy_filesystem(filesystem)?;
+    result
+}
+
+/// zarrfs: `so_far`, or else the first error of the joined session
+/// threads; the outer error is a panic of one of them (`what` names them).
+fn first_error(
+    so_far: io::Result<()>,
+    joined: impl IntoIterator<Item = thread::Result<io::Result<()>>>,
+    what: &str,
+) -> io::Result<io::Result<()>> {
+    let mut result = so_far;
+    for thread in joined {
+        match thread {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            Err(_) => return Err(io::Error::other(format!("{what} thread panicked"))),
+        }
+    }
+    Ok(result)
+}
+
+/// Call the filesystem's `destroy` once the session's threads are gone.
+fn destroy_filesystem<FS: Filesystem>(mut filesystem: Arc<FilesystemHolder<FS>>) -> io::Result<()> {
     let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
         return Err(io::Error::other(
             "BUG: must have one refcount for filesystem",
         ));
     };
     filesystem.destroy();
-    result
+    Ok(())
 }
 
 #[derive(Debug)]
