@@ -60,8 +60,16 @@ impl Drop for UringEnabled {
     }
 }
 
-fn session_json(m: &Mount) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(m.path.join(".zarrfs/session.json")).unwrap()).unwrap()
+/// A mount with `--io-uring` (and `args`), checked to be on the rings.
+fn mount_over_rings(scratch: &Scratch, name: &str, args: &[&str]) -> Mount {
+    let args: Vec<&str> = ["--io-uring"].iter().chain(args).copied().collect();
+    let m = scratch.mount(name, &args);
+    assert_eq!(
+        m.session_json()["io_uring"],
+        true,
+        "the mount uses the rings"
+    );
+    m
 }
 
 /// The CPUs this process may run on.
@@ -120,12 +128,7 @@ fn files_written_from_every_cpu_at_once_come_back_over_the_rings() {
         return;
     };
     let scratch = Scratch::new();
-    let m = scratch.mount("mnt", &["--io-uring"]);
-    assert_eq!(
-        session_json(&m)["io_uring"],
-        true,
-        "the mount uses the rings"
-    );
+    let m = mount_over_rings(&scratch, "mnt", &[]);
 
     // A writer pinned to each CPU (two per CPU), all at once.
     let files = 300;
@@ -155,8 +158,7 @@ fn files_written_from_every_cpu_at_once_come_back_over_the_rings() {
     m.unmount();
 
     // A fresh mount reads the commit back, again from every CPU.
-    let m = scratch.mount("again", &["--io-uring"]);
-    assert_eq!(session_json(&m)["io_uring"], true);
+    let m = mount_over_rings(&scratch, "again", &[]);
     std::thread::scope(|s| {
         for cpu in cpus() {
             let root = m.path.clone();
@@ -178,8 +180,7 @@ fn a_long_commit_does_not_hold_up_the_other_requests_of_its_cpu() {
     let scratch = Scratch::new();
     // Without sealing, the commit stores every file itself: long enough to
     // be seen running.
-    let m = scratch.mount("mnt", &["--io-uring", "--seal-delay", "off"]);
-    assert_eq!(session_json(&m)["io_uring"], true);
+    let m = mount_over_rings(&scratch, "mnt", &["--seal-delay", "off"]);
     for dir in 0..20 {
         let dir = m.path.join(format!("d{dir}"));
         std::fs::create_dir(&dir).unwrap();
@@ -232,7 +233,7 @@ fn a_mount_not_asked_to_use_the_rings_reads_the_device() {
     };
     let scratch = Scratch::new();
     let m = scratch.mount("mnt", &[]);
-    assert_eq!(session_json(&m)["io_uring"], false);
+    assert_eq!(m.session_json()["io_uring"], false);
     std::fs::write(m.path.join("a"), "through /dev/fuse").unwrap();
     assert_eq!(
         std::fs::read_to_string(m.path.join("a")).unwrap(),

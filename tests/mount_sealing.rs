@@ -15,9 +15,7 @@ use mount_util::{Mount, Scratch};
 use zarrfs::repo::ObjectId;
 
 fn sealed_files(m: &Mount) -> u64 {
-    let text = m.read(".zarrfs/session.json");
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    value["sealed_files"].as_u64().unwrap()
+    m.session_json()["sealed_files"].as_u64().unwrap()
 }
 
 /// Wait until the daemon has sealed `n` files, for at most a few seconds.
@@ -78,10 +76,7 @@ fn sealed_files_append_rewrite_and_commit_as_written() {
 fn a_file_open_for_reading_waits_and_can_still_be_appended_to() {
     let scratch = Scratch::new();
     let m = scratch.mount("m", &[]);
-    let text = m.read(".zarrfs/session.json");
-    let passthrough = serde_json::from_str::<serde_json::Value>(&text).unwrap()["passthrough"]
-        .as_bool()
-        .unwrap();
+    let passthrough = m.session_json()["passthrough"].as_bool().unwrap();
     // Opened for reading before its writer closes, so that it is open
     // from the moment it could be sealed.
     let mut first = File::create(m.path.join("kept open")).unwrap();

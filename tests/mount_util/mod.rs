@@ -91,10 +91,9 @@ impl Mount {
         let mount = Mount::new_existing(repo, &mountpoint);
         if extra.split_whitespace().any(|a| a == "--io-uring") {
             // A run meant to go over the rings must not pass on /dev/fuse.
-            let session = std::fs::read_to_string(mount.path.join(".zarrfs/session.json")).unwrap();
-            let value: serde_json::Value = serde_json::from_str(&session).unwrap();
             assert_eq!(
-                value["io_uring"], true,
+                mount.session_json()["io_uring"],
+                true,
                 "ZARRFS_TEST_MOUNT_ARGS asks for --io-uring, but the mount reads /dev/fuse (is the fuse module's enable_uring set?)"
             );
         }
@@ -110,10 +109,13 @@ impl Mount {
             repo: repo.to_owned(),
             pid: 0,
         };
-        let session = std::fs::read_to_string(mount.path.join(".zarrfs/session.json")).unwrap();
-        let value: serde_json::Value = serde_json::from_str(&session).unwrap();
-        mount.pid = value["pid"].as_i64().unwrap() as i32;
+        mount.pid = mount.session_json()["pid"].as_i64().unwrap() as i32;
         mount
+    }
+
+    /// `.zarrfs/session.json`, parsed.
+    pub fn session_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(".zarrfs/session.json")).unwrap()
     }
 
     /// Run a shell script in the mount's root.
