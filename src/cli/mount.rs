@@ -68,6 +68,10 @@ pub struct MountArgs {
     /// (see zarrfs(5))
     #[arg(long)]
     pub io_uring: bool,
+    /// Do not read ahead the files a program reading a directory in
+    /// sequence will open next (zarrfs(5), "Reading ahead")
+    #[arg(long)]
+    pub no_prefetch: bool,
     /// Append the daemon's log to this file instead of standard error
     /// (`zarrfs mount` passes its log file to the daemon it starts)
     #[arg(long, hide = true, value_name = "FILE")]
@@ -204,6 +208,9 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     }
     if args.io_uring {
         command.arg("--io-uring");
+    }
+    if args.no_prefetch {
+        command.arg("--no-prefetch");
     }
     command
         .stdin(Stdio::null())
@@ -376,6 +383,7 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
         options.seal_delay = delay;
     }
     options.io_uring = args.io_uring;
+    options.prefetch = !args.no_prefetch;
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {

@@ -61,7 +61,7 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
         Failure::new(
             exit::USAGE,
             format!(
-                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,seal_delay=DURATION,io_uring,ro]"
+                "{why}\nusage: mount.fuse.zarrfs REPO MOUNTPOINT [-o branch=NAME,author=...,session=ID,new_session,seal_delay=DURATION,io_uring,no_prefetch,ro]"
             ),
         )
     };
@@ -121,11 +121,12 @@ pub fn translate(args: &[OsString]) -> Result<Option<Vec<OsString>>, Failure> {
             }
             ("new_session" | "new-session", None) => command.push("--new-session".into()),
             ("io_uring" | "io-uring", None) => command.push("--io-uring".into()),
+            ("no_prefetch" | "no-prefetch", None) => command.push("--no-prefetch".into()),
             ("ro", None) => command.push("--read-only".into()),
             _ if is_generic(option) => {}
             _ => {
                 return Err(usage(format!(
-                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, seal_delay=DURATION, io_uring, ro)"
+                    "unknown zarrfs mount option '{option}' (known: branch=NAME, author=NAME <EMAIL>, session=ID, new_session, seal_delay=DURATION, io_uring, no_prefetch, ro)"
                 )));
             }
         }
@@ -147,7 +148,7 @@ mod tests {
             "/data/repo",
             "/mnt/z",
             "-o",
-            "rw,noauto,x-systemd.automount,branch=dev,author=Ada <ada@example.org>,io_uring,ro",
+            "rw,noauto,x-systemd.automount,branch=dev,author=Ada <ada@example.org>,io_uring,no_prefetch,ro",
         ]))
         .unwrap()
         .unwrap();
@@ -163,6 +164,7 @@ mod tests {
                 "--author",
                 "Ada <ada@example.org>",
                 "--io-uring",
+                "--no-prefetch",
                 "--read-only"
             ])
         );

@@ -95,6 +95,9 @@ pub struct FsOptions {
     /// Serve requests over FUSE's io_uring queues where the kernel offers
     /// them (`--io-uring`; see vendor/fuser/ZARRFS.md).
     pub io_uring: bool,
+    /// Read ahead the files a program reading a directory in sequence
+    /// will open next (`super::prefetch`; `--no-prefetch` turns it off).
+    pub prefetch: bool,
 }
 
 impl FsOptions {
@@ -109,6 +112,7 @@ impl FsOptions {
             log: None,
             seal_delay: Some(super::daemon::SEAL_DELAY),
             io_uring: false,
+            prefetch: true,
         }
     }
 }
@@ -189,6 +193,8 @@ pub struct Fs {
     pub background_invalidation: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// The kernel's requests, by kind (logged at unmount).
     pub requests: super::request_counts::RequestCounts,
+    /// Reads ahead across files (connected once mounted).
+    pub prefetch: super::prefetch::Prefetcher,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,6 +228,7 @@ impl Fs {
             notifier: std::sync::OnceLock::new(),
             background_invalidation: Mutex::new(None),
             requests: Default::default(),
+            prefetch: Default::default(),
         }
     }
 

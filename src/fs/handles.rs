@@ -320,6 +320,8 @@ impl Fs {
                         },
                     };
                     drop(session);
+                    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+                    self.prefetch.opened(*epoch, dir, name);
                     drop(epoch);
                     return Ok(Opened {
                         fh: self.insert_handle(Handle::Read {

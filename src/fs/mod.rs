@@ -13,6 +13,8 @@
 //!           actions their writes perform
 //! inodes    inode numbers per mount path, counted lookups and forget
 //! passthrough  the files the kernel reads and writes itself, per inode
+//! prefetch  reading ahead the files a program reading a directory in
+//!           sequence will open next
 //! kernel_cache what the kernel may cache, and its invalidation
 //! request_counts  the kernel's requests by kind, logged at unmount
 //! ```
@@ -32,6 +34,7 @@ pub mod inodes;
 pub mod kernel_cache;
 mod listing;
 pub mod passthrough;
+pub mod prefetch;
 pub mod request_counts;
 #[cfg(test)]
 mod testing;

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -189,20 +190,58 @@ impl Session {
 
     /// The entries of a directory, sorted by name.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, Attr)>> {
+        self.children(dir)?
+            .into_iter()
+            .map(|(name, found)| Ok((name, self.attr_of(found)?)))
+            .collect()
+    }
+
+    /// The files of a directory and where their bytes are on local disk
+    /// (a staged file or a committed object), with their sizes, sorted by
+    /// name: what a mount reads ahead of a program that opens them one
+    /// after another (`crate::fs::prefetch`). Sizes of staged files are
+    /// not looked up (0).
+    pub fn file_locations(&self, dir: &str) -> Result<Vec<(String, PathBuf, u64)>> {
+        Ok(self
+            .children(dir)?
+            .into_iter()
+            .filter_map(|(name, found)| match found {
+                Found::File { source, .. } => {
+                    let size = match source {
+                        FileSource::Blob { size, .. } => size,
+                        FileSource::Staged(_) => 0,
+                    };
+                    Some((name, self.local_path(source), size))
+                }
+                Found::Dir => None,
+            })
+            .collect())
+    }
+
+    /// Where a file's bytes are.
+    fn local_path(&self, source: FileSource) -> PathBuf {
+        match source {
+            FileSource::Staged(n) => self.staged_path(n),
+            FileSource::Blob { id, .. } => self.repo.objects().blob_path(id),
+        }
+    }
+
+    /// What is in a directory of the view, by name.
+    fn children(&self, dir: &str) -> Result<BTreeMap<String, Found>> {
         check_path(dir)?;
         match self.find(dir)? {
             Some(Found::Dir) => {}
             Some(Found::File { .. }) => return Err(SessionError::NotADirectory(dir.to_owned())),
             None => return Err(SessionError::NotFound(dir.to_owned())),
         }
-        let mut entries: BTreeMap<String, Attr> = BTreeMap::new();
+        let mut entries: BTreeMap<String, Found> = BTreeMap::new();
         if !self.base_hidden(dir, true)?
             && let Some(base) = self.base_entry(dir)?
             && base.kind == EntryKind::Dir
         {
             for entry in self.repo.trees().list(base.id)? {
-                let attr = self.attr_of(found_of(&entry))?;
-                entries.insert(entry.name, attr);
+                let found = found_of(&entry);
+                entries.insert(entry.name, found);
             }
         }
         for (name, entry) in self.journal.children(dir)? {
@@ -211,16 +250,14 @@ impl Session {
                     entries.remove(&name);
                 }
                 JournalEntry::File { source, mode } => {
-                    let attr = self.attr_of(Found::File { source, mode })?;
-                    entries.insert(name, attr);
+                    entries.insert(name, Found::File { source, mode });
                 }
                 JournalEntry::Dir { .. } => {
-                    let attr = self.attr_of(Found::Dir)?;
-                    entries.insert(name, attr);
+                    entries.insert(name, Found::Dir);
                 }
             }
         }
-        Ok(entries.into_iter().collect())
+        Ok(entries)
     }
 
     /// Whether the directory `dir` of the view has nothing in it; cheaper
@@ -270,21 +307,15 @@ impl Session {
     /// Open a file for reading.
     pub fn open_read(&self, path: &str) -> Result<ReadSource> {
         check_path(path)?;
-        let (file, size, origin) = match self.find(path)? {
+        let origin = match self.find(path)? {
             None => return Err(SessionError::NotFound(path.to_owned())),
             Some(Found::Dir) => return Err(SessionError::IsADirectory(path.to_owned())),
-            Some(Found::File {
-                source: origin @ FileSource::Staged(n),
-                ..
-            }) => {
-                let file = File::open(self.staged_path(n))?;
-                let size = file.metadata()?.len();
-                (file, size, origin)
-            }
-            Some(Found::File {
-                source: origin @ FileSource::Blob { id, size },
-                ..
-            }) => (File::open(self.repo.objects().blob_path(id))?, size, origin),
+            Some(Found::File { source, .. }) => source,
+        };
+        let file = File::open(self.local_path(origin))?;
+        let size = match origin {
+            FileSource::Staged(_) => file.metadata()?.len(),
+            FileSource::Blob { size, .. } => size,
         };
         Ok(ReadSource { file, size, origin })
     }

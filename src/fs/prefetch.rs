@@ -1,0 +1,472 @@
+//! Reading ahead across files: when a program opens the files of one
+//! directory for reading one after another, as a Zarr reader walks an
+//! array's chunks or `cp -r`, `tar` and `rsync` walk a tree, the files it
+//! will open next are read into the page cache in the background.
+//!
+//! The kernel reads ahead within a file, never across files, so a
+//! program reading many small files from a cold cache waits for the disk
+//! once per file. Through a mount it also waits for the daemon several
+//! times per file (lookup, open), and the two waits add up: reading
+//! 30,000 files of 4 KiB from a cold cache took 7-8 s through a mount
+//! against 3 s on the plain directory, while the same read with the
+//! files' objects read ahead took 3.9-4.1 s. Committed files are objects
+//! on local disk and staged files are local files, so reading ahead is
+//! `posix_fadvise(WILLNEED)` on each: the kernel queues the reads and
+//! the passthrough read that follows finds the pages in memory.
+//!
+//! Like the kernel's own readahead, it starts only when a directory is
+//! being read in sequence, and widens while the sequence goes on:
+//! - a directory's order is its names in natural order (`c9` before
+//!   `c10`, so that Zarr's numbered chunks come in the order readers
+//!   read them), listed once per view by the worker thread;
+//! - an open near the last one (a little behind, as readers with
+//!   several threads send them, or within the window ahead) continues
+//!   the sequence; anything else restarts it with the smallest window;
+//! - when the sequence comes within half a window of what was read
+//!   ahead, the next window is read ahead, twice as wide as the last, up
+//!   to [`MAX_WINDOW`] files and [`MAX_AHEAD_BYTES`].
+//!
+//! Only opens for reading count: `ls -l`, `du` and `find` look files up
+//! without reading them, and writers open files they will replace.
+//! Nothing depends on it for correctness: a file read ahead that the
+//! program never opens costs a read of the disk, and a listing made
+//! stale by a later change of the view only makes it read the wrong
+//! file ahead.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use super::core::{Fs, lock};
+
+/// The first window of a sequence, in files.
+const FIRST_WINDOW: usize = 16;
+/// The widest window, in files.
+const MAX_WINDOW: usize = 512;
+/// At most this many bytes of committed files are read ahead at once
+/// (staged files' sizes are not known here and count as 0).
+const MAX_AHEAD_BYTES: u64 = 64 << 20;
+/// How far behind the newest open of a sequence an open may be and still
+/// continue it (readers with several threads open out of order).
+const REORDER: usize = 64;
+/// How many directories' sequences are followed at once; the least
+/// recently opened one is forgotten beyond.
+const MAX_DIRS: usize = 16;
+
+/// A directory's files in the order they are read ahead.
+#[derive(Debug)]
+struct DirOrder {
+    /// Name, where its bytes are, size; in [`natural_cmp`] order.
+    files: Vec<(Box<str>, PathBuf, u64)>,
+}
+
+impl DirOrder {
+    fn new(mut files: Vec<(String, PathBuf, u64)>) -> DirOrder {
+        files.sort_unstable_by(|a, b| natural_cmp(&a.0, &b.0));
+        DirOrder {
+            files: files
+                .into_iter()
+                .map(|(name, path, size)| (name.into_boxed_str(), path, size))
+                .collect(),
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.files
+            .binary_search_by(|(other, _, _)| natural_cmp(other, name))
+            .ok()
+    }
+
+    /// The end of a window of at most `files` files from `start`, within
+    /// the byte budget (at least one file, if there is one).
+    fn window_end(&self, start: usize, files: usize) -> usize {
+        let mut bytes = 0;
+        let mut end = start;
+        for (_, _, size) in self.files.iter().skip(start).take(files) {
+            if end > start && bytes + size > MAX_AHEAD_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        end
+    }
+}
+
+/// The sequence of opens in one directory.
+#[derive(Debug)]
+struct DirScan {
+    /// The view generation the order was listed in.
+    generation: u64,
+    order: Option<Arc<DirOrder>>,
+    /// The worker was asked for the order.
+    listing: bool,
+    /// The last two names opened before the order was known, oldest
+    /// first: the sequence is replayed from them once it is.
+    early: Vec<Box<str>>,
+    /// The furthest position the sequence has opened.
+    last: Option<usize>,
+    /// Files before this position have been read ahead.
+    ahead_to: usize,
+    /// The size of the last window read ahead, in files (0: none yet).
+    window: usize,
+    /// When it was last opened, for forgetting the oldest.
+    tick: u64,
+}
+
+impl DirScan {
+    fn new(generation: u64) -> DirScan {
+        DirScan {
+            generation,
+            order: None,
+            listing: false,
+            early: Vec::new(),
+            last: None,
+            ahead_to: 0,
+            window: 0,
+            tick: 0,
+        }
+    }
+
+    /// Follow an open at `pos`; the files to read ahead now, if any.
+    fn opened_at(&mut self, pos: usize) -> Option<(usize, usize)> {
+        let order = self.order.as_ref()?;
+        let continues = self.last.is_some_and(|last| {
+            pos + REORDER >= last && pos <= last + self.window.max(FIRST_WINDOW)
+        });
+        if !continues {
+            self.window = 0;
+            self.ahead_to = pos + 1;
+            self.last = Some(pos);
+            // A single open is no sequence yet: wait for the next.
+            return None;
+        }
+        let last = self.last.map_or(pos, |last| last.max(pos));
+        self.last = Some(last);
+        if self.window > 0 && self.ahead_to > last + self.window / 2 {
+            return None;
+        }
+        let size = if self.window == 0 {
+            FIRST_WINDOW
+        } else {
+            (self.window * 2).min(MAX_WINDOW)
+        };
+        let start = self.ahead_to.max(last + 1);
+        let end = order.window_end(start, size);
+        self.ahead_to = end;
+        self.window = size;
+        (start < end).then_some((start, end))
+    }
+}
+
+/// What the worker thread is asked to do.
+enum Job {
+    /// List a directory of the view of `generation`, then follow its
+    /// sequence.
+    List { generation: u64, dir: String },
+    /// Read files `start..end` of an order ahead.
+    Warm {
+        order: Arc<DirOrder>,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// The sequences being followed, and the way to the worker thread.
+#[derive(Default)]
+pub struct Prefetcher {
+    scans: Mutex<HashMap<String, DirScan>>,
+    ticks: AtomicU64,
+    /// Set while the mount's worker thread runs ([`Fs::start_prefetch`]);
+    /// without it (tests that drive `Fs` directly, `--no-prefetch`)
+    /// nothing is read ahead.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Files read ahead, and their bytes, for the log at unmount.
+    pub warmed_files: AtomicU64,
+    pub warmed_bytes: AtomicU64,
+}
+
+impl Prefetcher {
+    /// Stop reading ahead: the worker ends once its queue is empty.
+    pub(super) fn stop(&self) {
+        lock(&self.jobs).take();
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = lock(&self.jobs).as_ref() {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// The file `name` of view directory `dir` was opened for reading, in
+    /// the view of `generation`.
+    pub(super) fn opened(&self, generation: u64, dir: &str, name: &str) {
+        if lock(&self.jobs).is_none() {
+            return;
+        }
+        let tick = self.ticks.fetch_add(1, AtomicOrdering::Relaxed);
+        let mut scans = lock(&self.scans);
+        if !scans.contains_key(dir) && scans.len() >= MAX_DIRS {
+            let oldest = scans
+                .iter()
+                .min_by_key(|(_, scan)| scan.tick)
+                .map(|(dir, _)| dir.clone());
+            if let Some(oldest) = oldest {
+                scans.remove(&oldest);
+            }
+        }
+        let scan = scans
+            .entry(dir.to_owned())
+            .or_insert_with(|| DirScan::new(generation));
+        if scan.generation != generation {
+            *scan = DirScan::new(generation);
+        }
+        scan.tick = tick;
+        let Some(order) = scan.order.clone() else {
+            // The second file opened in a directory asks for its order;
+            // the worker then replays the opens so far.
+            if scan.early.last().is_some_and(|last| **last == *name) {
+                return;
+            }
+            if scan.early.len() == 2 {
+                scan.early.remove(0);
+            }
+            scan.early.push(name.into());
+            if !scan.listing && scan.early.len() == 2 {
+                scan.listing = true;
+                self.send(Job::List {
+                    generation,
+                    dir: dir.to_owned(),
+                });
+            }
+            return;
+        };
+        let Some(pos) = order.position(name) else {
+            return; // made after the listing
+        };
+        if let Some((start, end)) = scan.opened_at(pos) {
+            drop(scans);
+            self.send(Job::Warm { order, start, end });
+        }
+    }
+
+    /// The worker listed `dir`: follow the opens made so far; the files
+    /// to read ahead now, if any.
+    fn listed(&self, generation: u64, dir: &str, order: Arc<DirOrder>) -> Option<(usize, usize)> {
+        let mut scans = lock(&self.scans);
+        let scan = scans.get_mut(dir).filter(|s| s.generation == generation)?;
+        scan.order = Some(order.clone());
+        let mut ahead = None;
+        for name in std::mem::take(&mut scan.early) {
+            if let Some(pos) = order.position(&name) {
+                ahead = scan.opened_at(pos);
+            }
+        }
+        ahead
+    }
+
+    /// Read files `start..end` of `order` into the page cache.
+    fn warm(&self, order: &DirOrder, start: usize, end: usize) {
+        for (_, path, _) in &order.files[start..end] {
+            // A file gone meanwhile is nothing to read.
+            let Ok(file) = std::fs::File::open(path) else {
+                continue;
+            };
+            // SAFETY: posix_fadvise on an open descriptor.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+            let size = file.metadata().map_or(0, |m| m.len());
+            self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
+            self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
+        }
+    }
+}
+
+impl Fs {
+    /// Start the thread that lists directories and reads files ahead;
+    /// it ends after [`Prefetcher::stop`].
+    pub(super) fn start_prefetch(self: &Arc<Self>) -> io::Result<JoinHandle<()>> {
+        let (jobs, queue) = mpsc::channel();
+        *lock(&self.prefetch.jobs) = Some(jobs);
+        let fs = self.clone();
+        std::thread::Builder::new()
+            .name("zarrfs-prefetch".into())
+            .spawn(move || fs.prefetch_worker(queue))
+    }
+
+    fn prefetch_worker(&self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            match job {
+                Job::List { generation, dir } => {
+                    let files = {
+                        let session = self.session_read();
+                        if session.generation() != generation {
+                            continue;
+                        }
+                        match session.file_locations(&dir) {
+                            Ok(files) => files,
+                            Err(e) => {
+                                tracing::debug!(dir, error = %e, "read-ahead: listing failed");
+                                continue;
+                            }
+                        }
+                    };
+                    let order = Arc::new(DirOrder::new(files));
+                    if let Some((start, end)) =
+                        self.prefetch.listed(generation, &dir, order.clone())
+                    {
+                        self.prefetch.warm(&order, start, end);
+                    }
+                }
+                Job::Warm { order, start, end } => self.prefetch.warm(&order, start, end),
+            }
+        }
+    }
+}
+
+/// Names in the order Zarr and people number them: runs of digits
+/// compare as numbers (`c9` before `c10`, `0.9` before `0.10`), other
+/// bytes as bytes; names equal that way (`f01`, `f1`) in byte order.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let (digits_x, rest_x) =
+                    x.split_at(x.iter().take_while(|c| c.is_ascii_digit()).count());
+                let (digits_y, rest_y) =
+                    y.split_at(y.iter().take_while(|c| c.is_ascii_digit()).count());
+                let value_x = trim_zeros(digits_x);
+                let value_y = trim_zeros(digits_y);
+                let by_value = value_x
+                    .len()
+                    .cmp(&value_y.len())
+                    .then_with(|| value_x.cmp(value_y));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (x, y) = (rest_x, rest_y);
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                (x, y) = (&x[1..], &y[1..]);
+            }
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    &digits[zeros..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn natural_order_puts_numbered_names_in_number_order() {
+        let mut names = vec![
+            "c10", "c9", "c1", "c100", "c0", "d", "c", "0.10", "0.9", "1.0",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "0.9", "0.10", "1.0", "c", "c0", "c1", "c9", "c10", "c100", "d"
+            ]
+        );
+        // Zero-padded names keep their byte order.
+        assert_eq!(natural_cmp("f0009", "f0010"), Ordering::Less);
+        // Equal as numbers, then by bytes: a total order.
+        assert_eq!(natural_cmp("f01", "f1"), Ordering::Less);
+        assert_eq!(natural_cmp("f1", "f01"), Ordering::Greater);
+    }
+
+    proptest! {
+        /// `sort` needs a total order: antisymmetric, transitive, equal
+        /// only for equal names.
+        #[test]
+        fn natural_order_is_total(a in "[a0-2._]{0,6}", b in "[a0-2._]{0,6}", c in "[a0-2._]{0,6}") {
+            prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());
+            prop_assert_eq!(natural_cmp(&a, &b) == Ordering::Equal, a == b);
+            if natural_cmp(&a, &b) != Ordering::Greater && natural_cmp(&b, &c) != Ordering::Greater {
+                prop_assert_ne!(natural_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+    }
+
+    fn order(n: usize, size: u64) -> Arc<DirOrder> {
+        Arc::new(DirOrder::new(
+            (0..n)
+                .map(|i| (format!("c{i}"), PathBuf::from(format!("/x/{i}")), size))
+                .collect(),
+        ))
+    }
+
+    fn scan_of(order: Arc<DirOrder>) -> DirScan {
+        let mut scan = DirScan::new(1);
+        scan.order = Some(order);
+        scan
+    }
+
+    #[test]
+    fn a_sequence_reads_ahead_in_widening_windows() {
+        let mut scan = scan_of(order(10_000, 4096));
+        assert_eq!(scan.opened_at(0), None, "one open is no sequence");
+        assert_eq!(scan.opened_at(1), Some((2, 2 + FIRST_WINDOW)));
+        // Nothing more until the reader is half a window from the end.
+        for pos in 2..=(2 + FIRST_WINDOW / 2 - 1) {
+            assert_eq!(scan.opened_at(pos), None, "at {pos}");
+        }
+        let (start, end) = scan.opened_at(2 + FIRST_WINDOW / 2).unwrap();
+        assert_eq!((start, end - start), (2 + FIRST_WINDOW, 2 * FIRST_WINDOW));
+        // Windows stop growing at MAX_WINDOW.
+        let mut widest = 0;
+        for pos in 11..10_000 {
+            if let Some((start, end)) = scan.opened_at(pos) {
+                assert!(start > pos, "reads ahead, not behind");
+                widest = widest.max(end - start);
+            }
+        }
+        assert_eq!(widest, MAX_WINDOW);
+    }
+
+    #[test]
+    fn opens_out_of_order_continue_a_sequence_and_jumps_restart_it() {
+        let mut scan = scan_of(order(10_000, 4096));
+        scan.opened_at(10);
+        assert!(scan.opened_at(12).is_some());
+        // A little behind: still the same sequence, nothing new to read.
+        assert_eq!(scan.opened_at(11), None);
+        assert_eq!(scan.window, FIRST_WINDOW);
+        // Far away: a new sequence, which needs a second open to begin.
+        assert_eq!(scan.opened_at(5_000), None);
+        assert_eq!(scan.window, 0);
+        assert_eq!(scan.opened_at(5_001), Some((5_002, 5_002 + FIRST_WINDOW)));
+    }
+
+    #[test]
+    fn large_files_are_read_ahead_within_the_byte_budget() {
+        let mut scan = scan_of(order(10_000, 48 << 20));
+        scan.opened_at(0);
+        // 48 MiB each: one file at a time fits MAX_AHEAD_BYTES.
+        assert_eq!(scan.opened_at(1), Some((2, 3)));
+        let huge = order(4, 1 << 40);
+        assert_eq!(
+            huge.window_end(0, 4),
+            1,
+            "a file larger than the budget still goes"
+        );
+    }
+}

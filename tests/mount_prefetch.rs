@@ -1,0 +1,214 @@
+//! Reading ahead across files through a real mount: a program that opens
+//! the files of a directory one after another finds the next ones in the
+//! page cache (zarrfs(5), "Reading ahead"). Whether a file is in the page
+//! cache is what mincore(2) says of its bytes on local disk: the
+//! repository's object for a committed file, the session's staged file
+//! for an uncommitted one. They are pushed out of the cache beforehand
+//! with posix_fadvise(DONTNEED), which needs no privileges.
+
+mod mount_util;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mount_util::{Mount, Scratch};
+use zarrfs::repo::ObjectId;
+
+/// Files in the chunk directory; named 0..N, whose natural order (the
+/// order a Zarr reader reads them in) is not their byte order.
+const FILES: usize = 200;
+
+fn content(i: usize) -> Vec<u8> {
+    let mut bytes = vec![(i % 251) as u8; 8192];
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    bytes
+}
+
+fn object_path(repo: &Path, i: usize) -> PathBuf {
+    let hex = ObjectId::of(&content(i)).to_hex();
+    repo.join("objects").join(&hex[..2]).join(&hex[2..])
+}
+
+/// Whether every page of the file is in the page cache.
+fn resident(path: &Path) -> bool {
+    let file = File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only shared mapping of a whole open file, checked
+    // with mincore into a vector of one byte per page, then unmapped.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap {}", path.display());
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        let ok = libc::mincore(map, len, pages.as_mut_ptr());
+        libc::munmap(map, len);
+        assert_eq!(ok, 0, "mincore {}", path.display());
+        pages.iter().all(|p| p & 1 == 1)
+    }
+}
+
+/// Push files out of the page cache (written back first).
+fn evict(paths: &[PathBuf]) {
+    for path in paths {
+        let file = File::open(path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: posix_fadvise on an open descriptor.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    let still: Vec<_> = paths.iter().filter(|p| resident(p)).collect();
+    assert!(still.is_empty(), "could not evict {still:?}");
+}
+
+/// Read chunk `i` through the mount, as a reader would: open, read, close.
+fn read_chunk(m: &Mount, i: usize) {
+    let mut bytes = Vec::new();
+    File::open(m.path.join(format!("arr/c/{i}")))
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert_eq!(bytes, content(i), "chunk {i}");
+}
+
+/// Wait until `done` holds, for at most `limit`; whether it did.
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A repository whose main branch has FILES chunks in `arr/c/`.
+fn committed_chunks() -> Scratch {
+    let scratch = Scratch::new();
+    let m = scratch.mount("writer", &[]);
+    std::fs::create_dir_all(m.path.join("arr/c")).unwrap();
+    for i in 0..FILES {
+        std::fs::write(m.path.join(format!("arr/c/{i}")), content(i)).unwrap();
+    }
+    m.ok("echo chunks > .zarrfs/commit");
+    m.unmount();
+    scratch
+}
+
+#[test]
+fn reading_chunks_in_order_reads_the_next_ones_ahead() {
+    let scratch = committed_chunks();
+    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
+    evict(&objects);
+    let m = scratch.mount("reader", &[]);
+
+    read_chunk(&m, 0);
+    read_chunk(&m, 1);
+    // Two files opened in order: the next ones, in number order (2, 3,
+    // ..., not 10, 100, 101, ... as bytes sort), come into the cache
+    // without being opened.
+    assert!(
+        eventually(Duration::from_secs(10), || (2..12)
+            .all(|i| resident(&objects[i]))),
+        "chunks 2..12 not read ahead: {:?}",
+        (2..12)
+            .filter(|&i| !resident(&objects[i]))
+            .collect::<Vec<_>>()
+    );
+    // Far beyond the window: left alone.
+    assert!(
+        !resident(&objects[150]),
+        "chunk 150 read ahead after 2 opens"
+    );
+
+    // As the reader goes on, the window moves ahead of it.
+    for i in 2..40 {
+        read_chunk(&m, i);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || (40..60)
+            .all(|i| resident(&objects[i]))),
+        "chunks 40..60 not read ahead after reading 0..40"
+    );
+    m.unmount();
+}
+
+#[test]
+fn files_opened_out_of_order_or_only_looked_up_are_not_read_ahead() {
+    let scratch = committed_chunks();
+    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
+    evict(&objects);
+    let m = scratch.mount("reader", &[]);
+
+    // `ls -l` and `stat` look files up without reading them.
+    m.ok("ls -l arr/c > /dev/null && stat arr/c/5 arr/c/6 > /dev/null");
+    // Opens far apart are no sequence.
+    for i in [0, 100, 30, 170] {
+        read_chunk(&m, i);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ahead: Vec<usize> = (0..FILES)
+        .filter(|i| ![0, 100, 30, 170].contains(i) && resident(&objects[*i]))
+        .collect();
+    assert!(ahead.is_empty(), "read ahead without a sequence: {ahead:?}");
+    m.unmount();
+}
+
+#[test]
+fn no_prefetch_turns_reading_ahead_off() {
+    let scratch = committed_chunks();
+    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
+    evict(&objects);
+    let m = scratch.mount("reader", &["--no-prefetch"]);
+    for i in 0..10 {
+        read_chunk(&m, i);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        (10..FILES).all(|i| !resident(&objects[i])),
+        "--no-prefetch read ahead"
+    );
+    m.unmount();
+}
+
+#[test]
+fn uncommitted_files_are_read_ahead_too() {
+    let scratch = Scratch::new();
+    // Without sealing, the files stay in the session's staging area.
+    let m = scratch.mount("writer", &["--seal-delay", "off"]);
+    std::fs::create_dir_all(m.path.join("arr/c")).unwrap();
+    for i in 0..FILES {
+        std::fs::write(m.path.join(format!("arr/c/{i}")), content(i)).unwrap();
+    }
+    m.unmount();
+    let staged: Vec<PathBuf> = std::fs::read_dir(scratch.repo.join("sessions"))
+        .unwrap()
+        .flat_map(|session| std::fs::read_dir(session.unwrap().path().join("staged")).unwrap())
+        .map(|file| file.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), FILES, "staged files: {staged:?}");
+    evict(&staged);
+
+    // The same session, resumed at the same mountpoint.
+    let m = scratch.mount("writer", &["--seal-delay", "off"]);
+    assert_eq!(m.changed().len(), FILES, "the session was not resumed");
+    read_chunk(&m, 0);
+    read_chunk(&m, 1);
+    let cached = || staged.iter().filter(|p| resident(p)).count();
+    assert!(
+        eventually(Duration::from_secs(10), || cached() >= 12),
+        "only {} staged files in the cache after reading 2",
+        cached()
+    );
+    m.unmount();
+}
