@@ -95,8 +95,8 @@ pub struct AppliedTree {
 
 /// How many changes a tree is given at a time: applying a long change
 /// list in slices bounds memory and rewrites only the few nodes that two
-/// slices share.
-pub const APPLY_SLICE: usize = 32_768;
+/// slices share. A multiple of [`CHANGE_LIST_PAGE`].
+pub const APPLY_SLICE: usize = CHANGE_LIST_PAGE;
 
 /// A page of records, shared by the thread that stores it and the tree
 /// being built.
@@ -104,7 +104,8 @@ type Page = Arc<Vec<ChangeRecord>>;
 
 /// Writes a change list page by page. Paths come in increasing order.
 /// The pages of a long list are encoded and stored on a thread of their
-/// own, beside the tree being built from them.
+/// own, and applied to the tree being built on another, beside the
+/// caller, which goes on finding the next changes.
 pub struct ChangeListWriter<'a> {
     objects: &'a Objects,
     page: Vec<ChangeRecord>,
@@ -114,11 +115,10 @@ pub struct ChangeListWriter<'a> {
     /// The last path of the pages written.
     last_written: Option<String>,
     count: u64,
-    /// The changes are also applied to this tree, a slice at a time.
-    applied: Option<AppliedTree>,
-    /// Pages written but not applied yet, and how many records they hold.
-    unapplied: Vec<Page>,
-    unapplied_len: usize,
+    /// The changes are also applied to this tree ...
+    applying_to: Option<ObjectId>,
+    /// ... by this thread, once the list is longer than a page.
+    tree_builder: Option<TreeBuilder>,
 }
 
 /// The thread that encodes and stores a change list's pages, in order.
@@ -151,6 +151,68 @@ impl PageStorer {
     }
 }
 
+/// The thread that applies a long change list's pages to the tree being
+/// built, [`APPLY_SLICE`] changes at a time. Building the tree is most of
+/// a large commit's work, and reading the session's journal the rest:
+/// on a thread of its own it overlaps that.
+struct TreeBuilder {
+    pages: mpsc::SyncSender<Page>,
+    built: std::thread::JoinHandle<io::Result<(ObjectId, WriteBatch)>>,
+}
+
+impl TreeBuilder {
+    fn start(objects: Objects, base: ObjectId) -> io::Result<TreeBuilder> {
+        // A slice and a slice in the making at most, to bound memory.
+        let (pages, incoming) = mpsc::sync_channel::<Page>(APPLY_SLICE / CHANGE_LIST_PAGE);
+        let built = std::thread::Builder::new()
+            .name("tree".into())
+            .spawn(move || {
+                let mut batch = WriteBatch::default();
+                let mut tree = base;
+                let mut slice = Vec::new();
+                let mut slice_len = 0;
+                for page in incoming {
+                    slice_len += page.len();
+                    slice.push(page);
+                    if slice_len >= APPLY_SLICE {
+                        tree = apply_pages(&objects, tree, &slice, &mut batch)?;
+                        slice.clear();
+                        slice_len = 0;
+                    }
+                }
+                tree = apply_pages(&objects, tree, &slice, &mut batch)?;
+                Ok((tree, batch))
+            })?;
+        Ok(TreeBuilder { pages, built })
+    }
+
+    /// The tree, and what was written for it, once every page is applied.
+    fn finish(self) -> io::Result<(ObjectId, WriteBatch)> {
+        drop(self.pages);
+        self.built
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the tree builder panicked")))
+    }
+}
+
+/// Apply pages of changes to `tree`; the new tree.
+fn apply_pages(
+    objects: &Objects,
+    tree: ObjectId,
+    pages: &[Page],
+    batch: &mut WriteBatch,
+) -> io::Result<ObjectId> {
+    if pages.iter().all(|page| page.is_empty()) {
+        return Ok(tree);
+    }
+    let pairs = pages
+        .iter()
+        .flat_map(|page| page.iter())
+        .map(|r| (r.path.as_str(), &r.change))
+        .collect();
+    Trees::new(objects).apply_pairs(tree, pairs, batch)
+}
+
 impl<'a> ChangeListWriter<'a> {
     pub fn new(objects: &'a Objects) -> ChangeListWriter<'a> {
         ChangeListWriter {
@@ -160,46 +222,16 @@ impl<'a> ChangeListWriter<'a> {
             pages_out: None,
             last_written: None,
             count: 0,
-            applied: None,
-            unapplied: Vec::new(),
-            unapplied_len: 0,
+            applying_to: None,
+            tree_builder: None,
         }
     }
 
     /// Also apply the changes to the tree `base` as they are written (see
     /// [`ChangeListWriter::finish_applied`]).
     pub fn applying_to(mut self, base: ObjectId) -> ChangeListWriter<'a> {
-        self.applied = Some(AppliedTree { base, tree: base });
+        self.applying_to = Some(base);
         self
-    }
-
-    /// Apply the pages not applied yet to the tree being built, if any.
-    fn apply_unapplied(&mut self, batch: &mut WriteBatch) -> io::Result<()> {
-        if let Some(applied) = &mut self.applied
-            && self.unapplied_len > 0
-        {
-            let pairs = self
-                .unapplied
-                .iter()
-                .flat_map(|page| page.iter())
-                .map(|r| (r.path.as_str(), &r.change))
-                .collect();
-            applied.tree = Trees::new(self.objects).apply_pairs(applied.tree, pairs, batch)?;
-        }
-        self.unapplied.clear();
-        self.unapplied_len = 0;
-        Ok(())
-    }
-
-    fn keep_for_applying(&mut self, page: Page, batch: &mut WriteBatch) -> io::Result<()> {
-        if self.applied.is_some() {
-            self.unapplied_len += page.len();
-            self.unapplied.push(page);
-            if self.unapplied_len >= APPLY_SLICE {
-                self.apply_unapplied(batch)?;
-            }
-        }
-        Ok(())
     }
 
     pub fn push(&mut self, path: String, change: Change, batch: &mut WriteBatch) -> io::Result<()> {
@@ -242,6 +274,25 @@ impl<'a> ChangeListWriter<'a> {
         self.keep_for_applying(page, batch)
     }
 
+    /// Hand a written page to the tree builder, if the changes are applied.
+    fn keep_for_applying(&mut self, page: Page, batch: &mut WriteBatch) -> io::Result<()> {
+        let Some(base) = self.applying_to else {
+            return Ok(());
+        };
+        if self.tree_builder.is_none() {
+            self.tree_builder = Some(TreeBuilder::start(self.objects.clone(), base)?);
+        }
+        let builder = self.tree_builder.as_ref().expect("started above");
+        if builder.pages.send(page).is_err() {
+            // The builder stopped at an error: it says which.
+            let built = self.tree_builder.take().expect("started above").finish();
+            let (_, written) = built?;
+            batch.append(written);
+            return Err(io::Error::other("tree not built"));
+        }
+        Ok(())
+    }
+
     pub fn finish(self, batch: &mut WriteBatch) -> io::Result<ChangeList> {
         Ok(self.finish_applied(batch)?.0)
     }
@@ -252,11 +303,9 @@ impl<'a> ChangeListWriter<'a> {
         mut self,
         batch: &mut WriteBatch,
     ) -> io::Result<(ChangeList, Option<AppliedTree>)> {
-        let id = if self.pages.is_empty() {
+        let (id, short_list) = if self.pages.is_empty() {
             let page: Page = Arc::new(std::mem::take(&mut self.page));
-            let id = self.objects.put(&encode_page(&page), batch)?;
-            self.keep_for_applying(page, batch)?;
-            id
+            (self.objects.put(&encode_page(&page), batch)?, Some(page))
         } else {
             if !self.page.is_empty() {
                 self.write_page(batch)?;
@@ -276,14 +325,27 @@ impl<'a> ChangeListWriter<'a> {
                 .collect();
             let index = PageIndex { pages };
             let bytes = serde_json::to_vec(&index).expect("change list indexes serialize");
-            self.objects.put(&bytes, batch)?
+            (self.objects.put(&bytes, batch)?, None)
         };
-        self.apply_unapplied(batch)?;
+        let applied = match (self.applying_to, self.tree_builder.take(), short_list) {
+            (None, _, _) => None,
+            (Some(base), Some(builder), _) => {
+                let (tree, written) = builder.finish()?;
+                batch.append(written);
+                Some(AppliedTree { base, tree })
+            }
+            // A list of one page is applied here: no thread for it.
+            (Some(base), None, page) => {
+                let pages: Vec<Page> = page.into_iter().collect();
+                let tree = apply_pages(self.objects, base, &pages, batch)?;
+                Some(AppliedTree { base, tree })
+            }
+        };
         let list = ChangeList {
             id,
             count: self.count,
         };
-        Ok((list, self.applied))
+        Ok((list, applied))
     }
 }
 

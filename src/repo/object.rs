@@ -127,9 +127,12 @@ const NODE_CACHE_LIMIT: usize = 1024;
 
 /// The content-addressed store of blobs, tree nodes and change lists.
 #[derive(Debug)]
+/// The object store. Clones share the storage and the cache of tree
+/// nodes, so that a commit can build its tree on a thread of its own.
+#[derive(Clone)]
 pub struct Objects {
     storage: Arc<Storage>,
-    nodes: Mutex<HashMap<ObjectId, Arc<Node>>>,
+    nodes: Arc<Mutex<HashMap<ObjectId, Arc<Node>>>>,
 }
 
 /// What an operation wrote, to be made durable together before a ref may
@@ -153,6 +156,15 @@ impl WriteBatch {
         if self.keys.len() <= SYNCFS_THRESHOLD {
             self.keys.push(key());
         }
+    }
+
+    /// Add what another batch wrote.
+    pub fn append(&mut self, other: WriteBatch) {
+        let unnamed = other.count - other.keys.len();
+        for key in other.keys {
+            self.push(key);
+        }
+        self.count += unnamed;
     }
 
     /// How many keys were written.
@@ -181,7 +193,7 @@ impl Objects {
     pub fn new(storage: Arc<Storage>) -> Objects {
         Objects {
             storage,
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

@@ -73,9 +73,18 @@ impl Node {
     /// time here and serde_json escapes every key and formats every id
     /// through the general path. Only names need escaping.
     pub fn to_json(&self) -> Vec<u8> {
-        use std::io::Write;
         fn name(out: &mut Vec<u8>, name: &str) {
-            serde_json::to_writer(&mut *out, name).expect("a string serializes");
+            // Most names need no escaping: copied as they are.
+            if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            } else {
+                serde_json::to_writer(&mut *out, name).expect("a string serializes");
+            }
+        }
+        fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         }
         fn id(out: &mut Vec<u8>, id: &ObjectId) {
             out.push(b'"');
@@ -113,8 +122,11 @@ impl Node {
                         EntryKind::Dir => br#","kind":"dir","id":"#,
                     });
                     id(out, &entry.id);
-                    write!(out, r#","size":{},"mode":{}}}"#, entry.size, entry.mode)
-                        .expect("writing to a Vec");
+                    out.extend_from_slice(br#","size":"#);
+                    number(out, entry.size);
+                    out.extend_from_slice(br#","mode":"#);
+                    number(out, entry.mode);
+                    out.push(b'}');
                 },
             ),
             Node::Inner { children } => node(
@@ -143,9 +155,8 @@ impl Change {
 
 pub const DIR_MODE: u32 = 0o755;
 
-/// The changes under one name of a directory: to the name itself, and
-/// below it (relative paths).
-type ChangesAtName<'a> = (Option<&'a Change>, Vec<(&'a str, &'a Change)>);
+/// One edit of a directory: the entry a name has now (`None`: removed).
+type Edit<'a> = (&'a str, Option<Entry>);
 
 /// Read and write trees in an object store.
 pub struct Trees<'a> {
@@ -265,16 +276,29 @@ impl<'a> Trees<'a> {
         batch: &mut WriteBatch,
     ) -> io::Result<ObjectId> {
         // Group by first component. Paths sorted as strings do not keep a
-        // directory's paths together ("a.b" sorts between "a" and "a/b").
-        let mut groups: BTreeMap<&str, ChangesAtName> = BTreeMap::new();
-        for &(path, change) in changes {
-            match path.split_once('/') {
-                None => groups.entry(path).or_default().0 = Some(change),
-                Some((name, rest)) => groups.entry(name).or_default().1.push((rest, change)),
-            }
-        }
-        let mut edits: Vec<(String, Option<Entry>)> = Vec::with_capacity(groups.len());
-        for (name, (own, below)) in groups {
+        // directory's paths together ("a.b" sorts between "a" and "a/b");
+        // a stable sort by first component does, and keeps each group in
+        // path order. Input in path order is nearly sorted that way, which
+        // the sort finds in one pass.
+        let mut split: Vec<(&str, Option<&str>, &Change)> = changes
+            .iter()
+            .map(|&(path, change)| match path.split_once('/') {
+                None => (path, None, change),
+                Some((name, rest)) => (name, Some(rest), change),
+            })
+            .collect();
+        split.sort_by(|a, b| a.0.cmp(b.0));
+        let mut edits: Vec<Edit> = Vec::new();
+        for group in split.chunk_by(|a, b| a.0 == b.0) {
+            let name = group[0].0;
+            let own = group
+                .iter()
+                .find(|(_, rest, _)| rest.is_none())
+                .map(|&(_, _, change)| change);
+            let below: Vec<(&str, &Change)> = group
+                .iter()
+                .filter_map(|&(_, rest, change)| rest.map(|rest| (rest, change)))
+                .collect();
             let mut current = match dir {
                 Some(dir) => self.get_in_dir(dir, name)?,
                 None => None,
@@ -313,21 +337,21 @@ impl<'a> Trees<'a> {
                     ..dir_entry(name, id)
                 });
             }
-            edits.push((name.to_owned(), current));
+            edits.push((name, current));
         }
         let dir = match dir {
             Some(dir) => dir,
             None => self.empty(batch)?,
         };
-        self.update_btree(dir, &edits, batch)
+        self.update_btree(dir, &mut edits, batch)
     }
 
     /// Replace, insert or remove (`None`) entries of one directory's B-tree.
-    /// `edits` are sorted by name.
+    /// `edits` are sorted by name; their entries are moved into the tree.
     fn update_btree(
         &self,
         root: ObjectId,
-        edits: &[(String, Option<Entry>)],
+        edits: &mut [Edit],
         batch: &mut WriteBatch,
     ) -> io::Result<ObjectId> {
         let mut level = self.update_node(root, edits, batch)?;
@@ -361,7 +385,7 @@ impl<'a> Trees<'a> {
     fn update_node(
         &self,
         id: ObjectId,
-        edits: &[(String, Option<Entry>)],
+        edits: &mut [Edit],
         batch: &mut WriteBatch,
     ) -> io::Result<Vec<Child>> {
         let node = self.objects.get_node(id)?;
@@ -385,12 +409,10 @@ impl<'a> Trees<'a> {
                     // Edits below the next child's first name belong here;
                     // the first child also takes names below its own first.
                     let take = match children.get(i + 1) {
-                        Some(next) => {
-                            rest.partition_point(|(n, _)| n.as_str() < next.first.as_str())
-                        }
+                        Some(next) => rest.partition_point(|(n, _)| *n < next.first.as_str()),
                         None => rest.len(),
                     };
-                    let (mine, others) = rest.split_at(take);
+                    let (mine, others) = std::mem::take(&mut rest).split_at_mut(take);
                     rest = others;
                     if mine.is_empty() {
                         new_children.push(child.clone());
@@ -530,17 +552,17 @@ fn dir_entry(name: &str, id: ObjectId) -> Entry {
     }
 }
 
-/// Merge sorted edits into sorted entries.
-fn merge_entries(entries: &[Entry], edits: &[(String, Option<Entry>)]) -> Vec<Entry> {
+/// Merge sorted edits into sorted entries, moving the edits' entries.
+fn merge_entries(entries: &[Entry], edits: &mut [Edit]) -> Vec<Entry> {
     let mut out = Vec::with_capacity(entries.len() + edits.len());
     let mut old = entries.iter().peekable();
     for (name, edit) in edits {
-        while let Some(e) = old.next_if(|e| e.name.as_str() < name.as_str()) {
+        while let Some(e) = old.next_if(|e| e.name.as_str() < *name) {
             out.push(e.clone());
         }
         old.next_if(|e| e.name == *name);
-        if let Some(entry) = edit {
-            out.push(entry.clone());
+        if let Some(entry) = edit.take() {
+            out.push(entry);
         }
     }
     out.extend(old.cloned());

@@ -7,7 +7,6 @@
 //! only where they are a change of their own (an empty directory made, or
 //! a directory removed or replaced); others are implied by their files.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
@@ -18,7 +17,8 @@ use serde::Serialize;
 use super::journal::{FileSource, JournalEntry};
 use super::{Result, Session};
 use crate::repo::{
-    Change, ChangeListWriter, CommitError, CommitId, CommitRequest, EntryKind, ObjectId, WriteBatch,
+    Change, ChangeListWriter, CommitError, CommitId, CommitRequest, Entry, EntryKind, ObjectId,
+    WriteBatch,
 };
 use crate::zarr;
 
@@ -80,31 +80,41 @@ struct StagedHash {
     stored: bool,
 }
 
-/// The staged files of one journal chunk, hashed.
-type ChunkHashes = HashMap<u64, StagedHash>;
-
-/// Whether the journal hides the base below the directory of the last
-/// path visited, so that the many paths of one directory, which come one
-/// after another in path order, ask the journal about its ancestors once.
-/// Valid for one walk of the journal, which does not change during it.
+/// The base's directory of the last path visited, if the journal does not
+/// hide it, so that the many paths of one directory, which come one after
+/// another in path order, look up the directory and ask the journal about
+/// its ancestors once. Valid for one walk of the journal, which does not
+/// change during it.
 #[derive(Default)]
-struct HiddenDirMemo {
-    last: Option<(String, bool)>,
+struct BaseDirMemo {
+    /// The directory, and its tree in the base.
+    last: Option<(String, Option<ObjectId>)>,
 }
 
-impl HiddenDirMemo {
-    /// `session.base_hidden(path, false)`: an ancestor of `path` hides the
-    /// base, i.e. its directory or one of that directory's ancestors.
-    fn below_parent_of(&mut self, session: &Session, path: &str) -> Result<bool> {
-        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        if let Some((last, hidden)) = &self.last
-            && last == dir
-        {
-            return Ok(*hidden);
+impl BaseDirMemo {
+    /// `session.visible_base_entry(path)`: the base's entry at `path`,
+    /// unless an ancestor of `path` hides the base.
+    fn entry(&mut self, session: &Session, path: &str) -> Result<Option<Entry>> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let base_dir = match &self.last {
+            Some((last, base_dir)) if last == dir => *base_dir,
+            _ => {
+                let base_dir = if session.base_hidden(dir, true)? {
+                    None
+                } else {
+                    session
+                        .base_entry(dir)?
+                        .filter(|entry| entry.kind == EntryKind::Dir)
+                        .map(|entry| entry.id)
+                };
+                self.last = Some((dir.to_owned(), base_dir));
+                base_dir
+            }
+        };
+        match base_dir {
+            Some(id) => Ok(session.repo.trees().get_in_dir(id, name)?),
+            None => Ok(None),
         }
-        let hidden = session.base_hidden(dir, true)?;
-        self.last = Some((dir.to_owned(), hidden));
-        Ok(hidden)
     }
 }
 
@@ -125,12 +135,16 @@ impl Session {
         Ok((len, mtime, id))
     }
 
-    /// The hashes of a journal chunk's staged files: sealed ones as they
-    /// were sealed, the others hashed on every core.
-    fn hash_chunk(&mut self, chunk: &[(String, JournalEntry)]) -> io::Result<ChunkHashes> {
-        let staged: Vec<u64> = chunk
+    /// The hashes of a journal chunk's staged files, by position in the
+    /// chunk (`None` for entries that are not staged files): sealed ones
+    /// as they were sealed, the others hashed on every core.
+    fn hash_chunk(
+        &mut self,
+        chunk: &[(String, JournalEntry)],
+    ) -> io::Result<Vec<Option<StagedHash>>> {
+        let staged: Vec<Option<u64>> = chunk
             .iter()
-            .filter_map(|(_, entry)| match entry {
+            .map(|(_, entry)| match entry {
                 JournalEntry::File {
                     source: FileSource::Staged(n),
                     ..
@@ -138,39 +152,37 @@ impl Session {
                 _ => None,
             })
             .collect();
-        let mut out = ChunkHashes::with_capacity(staged.len());
+        let sealed = self.seals.stored_many(staged.iter().flatten().copied());
+        let mut sealed = sealed.into_iter();
+        let mut out = Vec::with_capacity(chunk.len());
         let mut unsealed = Vec::new();
-        for (n, sealed) in staged.iter().zip(self.seals.stored_many(&staged)) {
-            match sealed {
-                Some(file) => {
-                    out.insert(
-                        *n,
-                        StagedHash {
-                            id: file.id,
-                            size: file.size,
-                            stored: true,
-                        },
-                    );
+        for (i, n) in staged.iter().enumerate() {
+            out.push(match n.map(|_| sealed.next().flatten()) {
+                Some(Some(file)) => Some(StagedHash {
+                    id: file.id,
+                    size: file.size,
+                    stored: true,
+                }),
+                Some(None) => {
+                    unsealed.push((i, n.expect("a staged file")));
+                    None
                 }
-                None => unsealed.push(*n),
-            }
+                None => None,
+            });
         }
-        let hashed = on_every_core(&unsealed, |&n| {
-            Ok::<_, io::Error>((n, self.hash_staged_shared(n)?))
+        let hashed = on_every_core(&unsealed, |&(i, n)| {
+            Ok::<_, io::Error>((i, n, self.hash_staged_shared(n)?))
         })?;
         if self.hashes.len() + hashed.len() > HASH_CACHE_LIMIT {
             self.hashes.clear();
         }
-        for &(n, (size, mtime, id)) in &hashed {
+        for (i, n, (size, mtime, id)) in hashed {
             self.hashes.insert(n, (size, mtime, id));
-            out.insert(
-                n,
-                StagedHash {
-                    id,
-                    size,
-                    stored: false,
-                },
-            );
+            out[i] = Some(StagedHash {
+                id,
+                size,
+                stored: false,
+            });
         }
         Ok(out)
     }
@@ -186,7 +198,7 @@ impl Session {
         let total = self.journal.len() as u64;
         let mut done = 0;
         let mut after: Option<String> = None;
-        let mut hidden = HiddenDirMemo::default();
+        let mut base_dirs = BaseDirMemo::default();
         loop {
             let chunk = self
                 .journal
@@ -196,12 +208,12 @@ impl Session {
             };
             after = Some(last.clone());
             let hashes = self.hash_chunk(&chunk)?;
-            for (path, entry) in chunk {
+            for ((path, entry), hash) in chunk.into_iter().zip(hashes) {
                 if done % PROGRESS_EVERY == 0 {
                     progress(CommitProgress { phase, done, total });
                 }
                 done += 1;
-                if let Some(change) = self.pending_change(path, entry, &hashes, &mut hidden)?
+                if let Some(change) = self.pending_change(path, entry, hash, &mut base_dirs)?
                     && visit(self, change)?.is_break()
                 {
                     return Ok(());
@@ -210,25 +222,22 @@ impl Session {
         }
     }
 
-    /// What one journal entry changes, if anything.
+    /// What one journal entry changes, if anything; `hash` is the staged
+    /// file's, if it is one.
     fn pending_change(
         &mut self,
         path: String,
         entry: JournalEntry,
-        hashes: &ChunkHashes,
-        hidden: &mut HiddenDirMemo,
+        hash: Option<StagedHash>,
+        base_dirs: &mut BaseDirMemo,
     ) -> Result<Option<PendingChange>> {
-        let base = if hidden.below_parent_of(self, &path)? {
-            None
-        } else {
-            self.base_entry(&path)?
-        };
+        let base = base_dirs.entry(self, &path)?;
         let base_kind = base.as_ref().map(|b| b.kind);
         Ok(match entry {
             JournalEntry::File { source, mode } => {
                 let (id, size, staged, stored) = match source {
                     FileSource::Staged(n) => {
-                        let hash = hashes.get(&n).expect("the chunk's staged files are hashed");
+                        let hash = hash.expect("the chunk's staged files are hashed");
                         (hash.id, hash.size, Some(n), hash.stored)
                     }
                     FileSource::Blob { id, size } => (id, size, None, true),
@@ -353,6 +362,20 @@ impl Session {
         // added to the change list, which goes to the object store a page
         // at a time.
         let started = std::time::Instant::now();
+        let sealed_before = self.seals.stored_count();
+        // A large commit ends with a sync of the whole filesystem: start
+        // one now, so that the session's files not yet written back go to
+        // disk while the tree is built, and the last sync finds only the
+        // tree and the change list left to write.
+        let early_sync = (self.journal.len() > crate::storage::SYNCFS_THRESHOLD)
+            .then(|| {
+                let storage = repo.objects().shared_storage();
+                std::thread::Builder::new()
+                    .name("early-sync".into())
+                    .spawn(move || storage.sync_filesystem())
+                    .ok()
+            })
+            .flatten();
         let mut written = WriteBatch::default();
         let mut list = ChangeListWriter::new(repo.objects()).applying_to(self.base_tree);
         let mut ready = Vec::new();
@@ -386,10 +409,15 @@ impl Session {
             written,
         })?;
         let committed = started.elapsed();
+        if let Some(early_sync) = early_sync {
+            // Its writes are covered by the commit's own sync.
+            let _ = early_sync.join();
+        }
         // Files still open for writing go on in the new session.
         self.replace_with_new_session_carrying(Some(branch), outcome.id, true)?;
         tracing::debug!(
             changes = changes.count,
+            sealed_before,
             storing_ms = stored.as_millis() as u64,
             committing_ms = (committed - stored).as_millis() as u64,
             new_session_ms = (started.elapsed() - committed).as_millis() as u64,

@@ -24,7 +24,7 @@
 //! leaves its object unreferenced in the store: disk space, which
 //! `zarrfs gc` gives back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -62,7 +62,9 @@ struct State {
     /// The live ticket of each queued file; a write open takes it away.
     tickets: HashMap<u64, u64>,
     next_ticket: u64,
-    sealed: HashMap<u64, Sealing>,
+    /// By staged number: a commit asks for them in path order, which for
+    /// files written one after another is their order here too.
+    sealed: BTreeMap<u64, Sealing>,
     /// A worker seals this session's files; without one, nothing is
     /// queued (a session used as a library commits the usual way).
     enabled: bool,
@@ -117,11 +119,10 @@ impl Seals {
 
     /// For each of `staged`, the object it is in the store as, if it is
     /// sealed and linked; under one lock.
-    pub fn stored_many(&self, staged: &[u64]) -> Vec<Option<SealedFile>> {
+    pub fn stored_many(&self, staged: impl Iterator<Item = u64>) -> Vec<Option<SealedFile>> {
         let state = self.lock();
         staged
-            .iter()
-            .map(|n| state.sealed.get(n).filter(|s| s.linked).map(|s| s.file))
+            .map(|n| state.sealed.get(&n).filter(|s| s.linked).map(|s| s.file))
             .collect()
     }
 
