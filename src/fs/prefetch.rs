@@ -37,12 +37,12 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use super::core::{Fs, lock};
+use crate::session::{FileLocator, FileSource};
 
 /// The first window of a sequence, in files.
 const FIRST_WINDOW: usize = 16;
@@ -57,28 +57,33 @@ const REORDER: usize = 64;
 /// How many directories' sequences are followed at once; the least
 /// recently opened one is forgotten beyond.
 const MAX_DIRS: usize = 16;
+/// Most files listed for reading ahead, in all directories followed
+/// (about 100 bytes each): the least recently opened directories are
+/// forgotten beyond, and a directory with more files is not read ahead.
+const MAX_LISTED: usize = 500_000;
 
 /// A directory's files in the order they are read ahead.
-#[derive(Debug)]
 struct DirOrder {
-    /// Name, where its bytes are, size; in [`natural_cmp`] order.
-    files: Vec<(Box<str>, PathBuf, u64)>,
+    /// Name and where its bytes are, in [`natural_cmp`] order.
+    files: Vec<(Box<str>, FileSource)>,
+    locator: FileLocator,
 }
 
 impl DirOrder {
-    fn new(mut files: Vec<(String, PathBuf, u64)>) -> DirOrder {
+    fn new(mut files: Vec<(String, FileSource)>, locator: FileLocator) -> DirOrder {
         files.sort_unstable_by(|a, b| natural_cmp(&a.0, &b.0));
         DirOrder {
             files: files
                 .into_iter()
-                .map(|(name, path, size)| (name.into_boxed_str(), path, size))
+                .map(|(name, source)| (name.into_boxed_str(), source))
                 .collect(),
+            locator,
         }
     }
 
     fn position(&self, name: &str) -> Option<usize> {
         self.files
-            .binary_search_by(|(other, _, _)| natural_cmp(other, name))
+            .binary_search_by(|(other, _)| natural_cmp(other, name))
             .ok()
     }
 
@@ -87,7 +92,11 @@ impl DirOrder {
     fn window_end(&self, start: usize, files: usize) -> usize {
         let mut bytes = 0;
         let mut end = start;
-        for (_, _, size) in self.files.iter().skip(start).take(files) {
+        for (_, source) in self.files.iter().skip(start).take(files) {
+            let size = match source {
+                FileSource::Blob { size, .. } => *size,
+                FileSource::Staged(_) => 0,
+            };
             if end > start && bytes + size > MAX_AHEAD_BYTES {
                 break;
             }
@@ -99,7 +108,6 @@ impl DirOrder {
 }
 
 /// The sequence of opens in one directory.
-#[derive(Debug)]
 struct DirScan {
     /// The view generation the order was listed in.
     generation: u64,
@@ -258,7 +266,29 @@ impl Prefetcher {
     /// The worker listed `dir`: follow the opens made so far; the files
     /// to read ahead now, if any.
     fn listed(&self, generation: u64, dir: &str, order: Arc<DirOrder>) -> Option<(usize, usize)> {
+        if order.files.len() > MAX_LISTED {
+            return None;
+        }
         let mut scans = lock(&self.scans);
+        // Within MAX_LISTED: forget the orders of the directories opened
+        // least recently.
+        let mut listed: usize = scans
+            .values()
+            .filter_map(|scan| scan.order.as_ref().map(|order| order.files.len()))
+            .sum();
+        while listed + order.files.len() > MAX_LISTED {
+            let oldest = scans
+                .iter()
+                .filter(|(other, scan)| scan.order.is_some() && other.as_str() != dir)
+                .min_by_key(|(_, scan)| scan.tick)
+                .map(|(other, _)| other.clone());
+            let Some(oldest) = oldest else {
+                break;
+            };
+            if let Some(forgotten) = scans.remove(&oldest).and_then(|scan| scan.order) {
+                listed -= forgotten.files.len();
+            }
+        }
         let scan = scans.get_mut(dir).filter(|s| s.generation == generation)?;
         scan.order = Some(order.clone());
         let mut ahead = None;
@@ -272,9 +302,9 @@ impl Prefetcher {
 
     /// Read files `start..end` of `order` into the page cache.
     fn warm(&self, order: &DirOrder, start: usize, end: usize) {
-        for (_, path, _) in &order.files[start..end] {
+        for (_, source) in &order.files[start..end] {
             // A file gone meanwhile is nothing to read.
-            let Ok(file) = std::fs::File::open(path) else {
+            let Ok(file) = std::fs::File::open(order.locator.path(*source)) else {
                 continue;
             };
             // SAFETY: posix_fadvise on an open descriptor.
@@ -302,20 +332,20 @@ impl Fs {
         while let Ok(job) = jobs.recv() {
             match job {
                 Job::List { generation, dir } => {
-                    let files = {
+                    let (files, locator) = {
                         let session = self.session_read();
                         if session.generation() != generation {
                             continue;
                         }
-                        match session.file_locations(&dir) {
-                            Ok(files) => files,
+                        match session.file_sources(&dir) {
+                            Ok(files) => (files, session.file_locator()),
                             Err(e) => {
                                 tracing::debug!(dir, error = %e, "read-ahead: listing failed");
                                 continue;
                             }
                         }
                     };
-                    let order = Arc::new(DirOrder::new(files));
+                    let order = Arc::new(DirOrder::new(files, locator));
                     if let Some((start, end)) =
                         self.prefetch.listed(generation, &dir, order.clone())
                     {
@@ -406,12 +436,17 @@ mod tests {
         }
     }
 
+    /// An order of `n` committed files of `size` bytes, `c0` to `cN`.
     fn order(n: usize, size: u64) -> Arc<DirOrder> {
-        Arc::new(DirOrder::new(
-            (0..n)
-                .map(|i| (format!("c{i}"), PathBuf::from(format!("/x/{i}")), size))
-                .collect(),
-        ))
+        let (_dir, fs) = crate::fs::testing::fs();
+        let locator = fs.with_session(|session| session.file_locator());
+        let files = (0..n)
+            .map(|i| {
+                let id = crate::repo::ObjectId::of(&i.to_le_bytes());
+                (format!("c{i}"), FileSource::Blob { id, size })
+            })
+            .collect();
+        Arc::new(DirOrder::new(files, locator))
     }
 
     fn scan_of(order: Arc<DirOrder>) -> DirScan {
@@ -454,6 +489,39 @@ mod tests {
         assert_eq!(scan.opened_at(5_000), None);
         assert_eq!(scan.window, 0);
         assert_eq!(scan.opened_at(5_001), Some((5_002, 5_002 + FIRST_WINDOW)));
+    }
+
+    #[test]
+    fn listings_beyond_the_budget_forget_the_least_recently_opened_directory() {
+        let prefetcher = Prefetcher::default();
+        let (jobs, queue) = mpsc::channel();
+        *lock(&prefetcher.jobs) = Some(jobs);
+        let half = MAX_LISTED / 2 + 1;
+        for dir in ["a", "b"] {
+            prefetcher.opened(1, dir, "c0");
+            prefetcher.opened(1, dir, "c1");
+            assert!(
+                matches!(queue.try_recv(), Ok(Job::List { .. })),
+                "{dir} listed"
+            );
+            assert_eq!(
+                prefetcher.listed(1, dir, order(half, 4096)),
+                Some((2, 2 + FIRST_WINDOW)),
+                "{dir} read ahead"
+            );
+        }
+        let scans = lock(&prefetcher.scans);
+        assert!(!scans.contains_key("a"), "a is forgotten");
+        assert!(scans["b"].order.is_some());
+        drop(scans);
+        // A directory over the budget alone is not read ahead.
+        prefetcher.opened(1, "huge", "c0");
+        prefetcher.opened(1, "huge", "c1");
+        assert_eq!(
+            prefetcher.listed(1, "huge", order(MAX_LISTED + 1, 4096)),
+            None
+        );
+        assert!(lock(&prefetcher.scans)["b"].order.is_some(), "b is kept");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use journal::{Journal, JournalEntry};
 pub use changes::{CommitProgress, StatusEntry, StatusKind};
 pub use journal::FileSource;
 pub use sealing::{SealPass, SealedFile, Sealer};
-pub use view::{Attr, NodeKind, ReadSource, StagedFile};
+pub use view::{Attr, FileLocator, NodeKind, ReadSource, StagedFile};
 
 /// What a session is, as recorded in `info.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use super::journal::{FileSource, JournalEntry};
 use super::{Result, Session, SessionError};
-use crate::repo::{Entry, EntryKind};
+use crate::repo::{Entry, EntryKind, Objects};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeKind {
@@ -56,6 +56,23 @@ pub struct ReadSource {
     /// Where the bytes are, so that a mount can hand the same file to the
     /// kernel for every open of a path.
     pub origin: FileSource,
+}
+
+/// Where a session's files are on local disk; see
+/// [`Session::file_locator`].
+#[derive(Clone)]
+pub struct FileLocator {
+    objects: Objects,
+    staged: PathBuf,
+}
+
+impl FileLocator {
+    pub fn path(&self, source: FileSource) -> PathBuf {
+        match source {
+            FileSource::Staged(n) => self.staged.join(n.to_string()),
+            FileSource::Blob { id, .. } => self.objects.blob_path(id),
+        }
+    }
 }
 
 const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -196,26 +213,28 @@ impl Session {
             .collect()
     }
 
-    /// The files of a directory and where their bytes are on local disk
-    /// (a staged file or a committed object), with their sizes, sorted by
-    /// name: what a mount reads ahead of a program that opens them one
-    /// after another (`crate::fs::prefetch`). Sizes of staged files are
-    /// not looked up (0).
-    pub fn file_locations(&self, dir: &str) -> Result<Vec<(String, PathBuf, u64)>> {
+    /// The files of a directory and where their bytes are (a staged file
+    /// or a committed object), sorted by name: what a mount reads ahead
+    /// of a program that opens them one after another
+    /// (`crate::fs::prefetch`), with [`Session::file_locator`].
+    pub fn file_sources(&self, dir: &str) -> Result<Vec<(String, FileSource)>> {
         Ok(self
             .children(dir)?
             .into_iter()
             .filter_map(|(name, found)| match found {
-                Found::File { source, .. } => {
-                    let size = match source {
-                        FileSource::Blob { size, .. } => size,
-                        FileSource::Staged(_) => 0,
-                    };
-                    Some((name, self.local_path(source), size))
-                }
+                Found::File { source, .. } => Some((name, source)),
                 Found::Dir => None,
             })
             .collect())
+    }
+
+    /// Where the files of this session's view are on local disk, for a
+    /// thread that does not hold the session.
+    pub fn file_locator(&self) -> FileLocator {
+        FileLocator {
+            objects: self.repo.objects().clone(),
+            staged: self.dir.join("staged"),
+        }
     }
 
     /// Where a file's bytes are.
