@@ -24,7 +24,8 @@
 //!   the sequence; anything else restarts it with the smallest window;
 //! - when the sequence comes within half a window of what was read
 //!   ahead, the next window is read ahead, twice as wide as the last, up
-//!   to [`MAX_WINDOW`] files and [`MAX_AHEAD_BYTES`].
+//!   to [`MAX_WINDOW`] files and [`MAX_AHEAD_BYTES`] (of each file, the
+//!   first [`MAX_FILE_AHEAD`]: the kernel's readahead does the rest).
 //!
 //! Only opens for reading count: `ls -l`, `du` and `find` look files up
 //! without reading them, and writers open files they will replace.
@@ -51,6 +52,9 @@ const MAX_WINDOW: usize = 512;
 /// At most this many bytes of committed files are read ahead at once
 /// (staged files' sizes are not known here and count as 0).
 const MAX_AHEAD_BYTES: u64 = 64 << 20;
+/// At most the first this many bytes of a file are read ahead: the
+/// kernel's own readahead takes over once the program reads it.
+const MAX_FILE_AHEAD: u64 = 16 << 20;
 /// How far behind the newest open of a sequence an open may be and still
 /// continue it (readers with several threads open out of order).
 const REORDER: usize = 64;
@@ -94,7 +98,7 @@ impl DirOrder {
         let mut end = start;
         for (_, source) in self.files.iter().skip(start).take(files) {
             let size = match source {
-                FileSource::Blob { size, .. } => *size,
+                FileSource::Blob { size, .. } => (*size).min(MAX_FILE_AHEAD),
                 FileSource::Staged(_) => 0,
             };
             if end > start && bytes + size > MAX_AHEAD_BYTES {
@@ -307,9 +311,16 @@ impl Prefetcher {
             let Ok(file) = std::fs::File::open(order.locator.path(*source)) else {
                 continue;
             };
+            let size = file.metadata().map_or(0, |m| m.len()).min(MAX_FILE_AHEAD);
             // SAFETY: posix_fadvise on an open descriptor.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-            let size = file.metadata().map_or(0, |m| m.len());
+            unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    0,
+                    size as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                )
+            };
             self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
             self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
         }
@@ -528,13 +539,15 @@ mod tests {
     fn large_files_are_read_ahead_within_the_byte_budget() {
         let mut scan = scan_of(order(10_000, 48 << 20));
         scan.opened_at(0);
-        // 48 MiB each: one file at a time fits MAX_AHEAD_BYTES.
-        assert_eq!(scan.opened_at(1), Some((2, 3)));
-        let huge = order(4, 1 << 40);
+        // 48 MiB each, of which the first 16 MiB are read ahead: four
+        // files at a time fit MAX_AHEAD_BYTES.
+        assert_eq!(scan.opened_at(1), Some((2, 6)));
+        let mut scan = scan_of(order(10_000, 100 << 20));
+        scan.opened_at(0);
         assert_eq!(
-            huge.window_end(0, 4),
-            1,
-            "a file larger than the budget still goes"
+            scan.opened_at(1),
+            Some((2, 6)),
+            "only the start of a huge file counts"
         );
     }
 }
