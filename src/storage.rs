@@ -20,6 +20,7 @@ use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Above this many files to make durable, one `syncfs(2)` is cheaper than
@@ -233,6 +234,19 @@ impl Storage {
         Ok(())
     }
 
+    /// Start [`Storage::sync_filesystem`] on a thread of its own, so that
+    /// the disk writes while the caller computes; its outcome comes with
+    /// [`BackgroundSync::finish`]. A write-back error is reported to one
+    /// sync only, so it must not be dropped.
+    pub fn start_sync(self: Arc<Self>) -> io::Result<BackgroundSync> {
+        let syncing = std::thread::Builder::new()
+            .name("early-sync".into())
+            .spawn(move || self.sync_filesystem())?;
+        Ok(BackgroundSync {
+            syncing: Some(syncing),
+        })
+    }
+
     /// Make everything written to the repository's filesystem durable.
     pub fn sync_filesystem(&self) -> io::Result<()> {
         let dir = File::open(&self.root)?;
@@ -285,6 +299,34 @@ pub struct KeyStat {
     pub links: u64,
     /// When the file last changed (its ctime: a new link changes it).
     pub changed: std::time::SystemTime,
+}
+
+/// A sync started with [`Storage::start_sync`]. Dropped unfinished, it
+/// waits for the sync, so that no thread outlives its caller.
+pub struct BackgroundSync {
+    syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl BackgroundSync {
+    /// Wait for the sync; its error, if it failed.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        match self.syncing.take() {
+            Some(syncing) => syncing
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
 }
 
 /// A lock held with [`Storage::lock`]; released when dropped.

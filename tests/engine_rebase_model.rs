@@ -121,7 +121,7 @@ fn commit(
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut writer = ChangeListWriter::new(repo.objects()).applying_to(base_tree);
     for (path, change) in sorted {
-        writer.push(path.clone(), change.clone(), &mut written)?;
+        writer.push(path.clone(), change.clone())?;
     }
     let (changes, applied) = writer.finish_applied(&mut written)?;
     repo.commit(CommitRequest {

@@ -17,6 +17,9 @@
 //! 3. `session` (RwLock): the session; lookups and reads share it.
 //! 4. `inodes`, `handles`, `last_commit`, `commit_progress` (Mutex, held
 //!    briefly).
+//! 5. `prefetch`'s sequences, then its job queue (Mutexes, held briefly
+//!    and never while waiting: its worker takes `session` shared, holding
+//!    nothing else).
 
 use std::collections::HashMap;
 use std::io;
@@ -193,8 +196,8 @@ pub struct Fs {
     pub background_invalidation: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// The kernel's requests, by kind (logged at unmount).
     pub requests: super::request_counts::RequestCounts,
-    /// Reads ahead across files (connected once mounted).
-    pub prefetch: super::prefetch::Prefetcher,
+    /// Reads ahead across files (once mounted, see `Fs::start_prefetch`).
+    pub(super) prefetch: super::prefetch::Prefetcher,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -85,7 +85,8 @@ pub fn serve(
             .name("zarrfs-inval".into())
             .spawn(move || fs.invalidate_in_background(&invalidation_requests))?
     };
-    // Reading ahead across files (see super::prefetch).
+    // Reading ahead across files (see super::prefetch); stopped when
+    // dropped, also if what follows fails.
     let prefetcher = if fs.options().prefetch {
         Some(fs.start_prefetch()?)
     } else {
@@ -155,21 +156,7 @@ pub fn serve(
     // is making fails now that the kernel is gone).
     fs.background_invalidation.lock().unwrap().take();
     let _ = invalidator.join();
-    fs.prefetch.stop();
-    if let Some(prefetcher) = prefetcher {
-        let _ = prefetcher.join();
-        tracing::info!(
-            files = fs
-                .prefetch
-                .warmed_files
-                .load(std::sync::atomic::Ordering::Relaxed),
-            bytes = fs
-                .prefetch
-                .warmed_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            "files read ahead"
-        );
-    }
+    drop(prefetcher);
     if let Err(e) = fs.sync_journal() {
         tracing::error!(
             "flushing the session journal failed: {}",

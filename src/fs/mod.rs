@@ -34,7 +34,7 @@ pub mod inodes;
 pub mod kernel_cache;
 mod listing;
 pub mod passthrough;
-pub mod prefetch;
+mod prefetch;
 pub mod request_counts;
 #[cfg(test)]
 mod testing;

@@ -1,7 +1,9 @@
 //! Reading ahead across files: when a program opens the files of one
 //! directory for reading one after another, as a Zarr reader walks an
-//! array's chunks or `cp -r`, `tar` and `rsync` walk a tree, the files it
-//! will open next are read into the page cache in the background.
+//! array's chunks, the files it will open next are read into the page
+//! cache in the background. (`cp -r`, `tar` and `rsync` walk a directory
+//! in listing order, which is byte order: they benefit where names sort
+//! the same way as numbers, zero-padded or not numbered at all.)
 //!
 //! The kernel reads ahead within a file, never across files, so a
 //! program reading many small files from a cold cache waits for the disk
@@ -30,15 +32,17 @@
 //! Only opens for reading count: `ls -l`, `du` and `find` look files up
 //! without reading them, and writers open files they will replace.
 //! Nothing depends on it for correctness: a file read ahead that the
-//! program never opens costs a read of the disk, and a listing made
-//! stale by a later change of the view only makes it read the wrong
-//! file ahead.
+//! program never opens costs a read of the disk. A directory is listed
+//! once per view (until a commit, checkout or discard): files made after
+//! its listing are not read ahead, and files removed since are skipped.
+//! The work is bounded: [`MAX_DIRS`] sequences, [`MAX_LISTED`] files
+//! listed in all, [`JOB_QUEUE`] jobs waiting (more are dropped).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -49,8 +53,7 @@ use crate::session::{FileLocator, FileSource};
 const FIRST_WINDOW: usize = 16;
 /// The widest window, in files.
 const MAX_WINDOW: usize = 512;
-/// At most this many bytes of committed files are read ahead at once
-/// (staged files' sizes are not known here and count as 0).
+/// At most this many bytes are read ahead at once.
 const MAX_AHEAD_BYTES: u64 = 64 << 20;
 /// At most the first this many bytes of a file are read ahead: the
 /// kernel's own readahead takes over once the program reads it.
@@ -181,60 +184,73 @@ enum Job {
     /// List a directory of the view of `generation`, then follow its
     /// sequence.
     List { generation: u64, dir: String },
-    /// Read files `start..end` of an order ahead.
+    /// Read files `start..end` of the order of `dir` ahead.
     Warm {
+        generation: u64,
+        dir: String,
         order: Arc<DirOrder>,
         start: usize,
         end: usize,
     },
 }
 
+/// How many jobs may wait for the worker; beyond, new ones are dropped
+/// (reading ahead is a head start, never owed).
+const JOB_QUEUE: usize = 64;
+
 /// The sequences being followed, and the way to the worker thread.
 #[derive(Default)]
 pub struct Prefetcher {
+    /// The worker runs ([`Fs::start_prefetch`]); without it (tests that
+    /// drive `Fs` directly, `--no-prefetch`) nothing is read ahead.
+    enabled: AtomicBool,
     scans: Mutex<HashMap<String, DirScan>>,
     ticks: AtomicU64,
-    /// Set while the mount's worker thread runs ([`Fs::start_prefetch`]);
-    /// without it (tests that drive `Fs` directly, `--no-prefetch`)
-    /// nothing is read ahead.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
     /// Files read ahead, and their bytes, for the log at unmount.
-    pub warmed_files: AtomicU64,
-    pub warmed_bytes: AtomicU64,
+    warmed_files: AtomicU64,
+    warmed_bytes: AtomicU64,
 }
 
 impl Prefetcher {
-    /// Stop reading ahead: the worker ends once its queue is empty.
-    pub(super) fn stop(&self) {
+    /// Stop reading ahead: the worker ends after the job it is on.
+    fn stop(&self) {
+        self.enabled.store(false, AtomicOrdering::Relaxed);
         lock(&self.jobs).take();
     }
 
-    fn send(&self, job: Job) {
-        if let Some(jobs) = lock(&self.jobs).as_ref() {
-            let _ = jobs.send(job);
-        }
+    fn stopped(&self) -> bool {
+        !self.enabled.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Queue a job; false if the queue is full (or the worker gone).
+    fn send(&self, job: Job) -> bool {
+        lock(&self.jobs)
+            .as_ref()
+            .is_some_and(|jobs| jobs.try_send(job).is_ok())
     }
 
     /// The file `name` of view directory `dir` was opened for reading, in
     /// the view of `generation`.
     pub(super) fn opened(&self, generation: u64, dir: &str, name: &str) {
-        if lock(&self.jobs).is_none() {
+        if self.stopped() {
             return;
         }
         let tick = self.ticks.fetch_add(1, AtomicOrdering::Relaxed);
         let mut scans = lock(&self.scans);
-        if !scans.contains_key(dir) && scans.len() >= MAX_DIRS {
-            let oldest = scans
-                .iter()
-                .min_by_key(|(_, scan)| scan.tick)
-                .map(|(dir, _)| dir.clone());
-            if let Some(oldest) = oldest {
-                scans.remove(&oldest);
+        if !scans.contains_key(dir) {
+            if scans.len() >= MAX_DIRS {
+                let oldest = scans
+                    .iter()
+                    .min_by_key(|(_, scan)| scan.tick)
+                    .map(|(dir, _)| dir.clone());
+                if let Some(oldest) = oldest {
+                    scans.remove(&oldest);
+                }
             }
+            scans.insert(dir.to_owned(), DirScan::new(generation));
         }
-        let scan = scans
-            .entry(dir.to_owned())
-            .or_insert_with(|| DirScan::new(generation));
+        let scan = scans.get_mut(dir).expect("inserted above");
         if scan.generation != generation {
             *scan = DirScan::new(generation);
         }
@@ -250,11 +266,12 @@ impl Prefetcher {
             }
             scan.early.push(name.into());
             if !scan.listing && scan.early.len() == 2 {
-                scan.listing = true;
-                self.send(Job::List {
+                let job = Job::List {
                     generation,
                     dir: dir.to_owned(),
-                });
+                };
+                // Asked again at the next open if the queue is full.
+                scan.listing = self.send(job);
             }
             return;
         };
@@ -263,16 +280,19 @@ impl Prefetcher {
         };
         if let Some((start, end)) = scan.opened_at(pos) {
             drop(scans);
-            self.send(Job::Warm { order, start, end });
+            self.send(Job::Warm {
+                generation,
+                dir: dir.to_owned(),
+                order,
+                start,
+                end,
+            });
         }
     }
 
     /// The worker listed `dir`: follow the opens made so far; the files
     /// to read ahead now, if any.
     fn listed(&self, generation: u64, dir: &str, order: Arc<DirOrder>) -> Option<(usize, usize)> {
-        if order.files.len() > MAX_LISTED {
-            return None;
-        }
         let mut scans = lock(&self.scans);
         // Within MAX_LISTED: forget the orders of the directories opened
         // least recently.
@@ -304,9 +324,15 @@ impl Prefetcher {
         ahead
     }
 
-    /// Read files `start..end` of `order` into the page cache.
-    fn warm(&self, order: &DirOrder, start: usize, end: usize) {
-        for (_, source) in &order.files[start..end] {
+    /// Read files `start..end` of `order` into the page cache, within
+    /// [`MAX_AHEAD_BYTES`] (staged files' sizes are known only here);
+    /// where it stopped.
+    fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
+        let mut bytes = 0;
+        for (i, (_, source)) in order.files[start..end].iter().enumerate() {
+            if self.stopped() || (i > 0 && bytes >= MAX_AHEAD_BYTES) {
+                return start + i;
+            }
             // A file gone meanwhile is nothing to read.
             let Ok(file) = std::fs::File::open(order.locator.path(*source)) else {
                 continue;
@@ -321,26 +347,73 @@ impl Prefetcher {
                     libc::POSIX_FADV_WILLNEED,
                 )
             };
+            bytes += size;
             self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
             self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
+        }
+        end
+    }
+
+    /// A window of `dir` was read ahead only up to `reached`: the next
+    /// one starts there.
+    fn warmed_to(&self, generation: u64, dir: &str, end: usize, reached: usize) {
+        if let Some(scan) = lock(&self.scans).get_mut(dir)
+            && scan.generation == generation
+            && scan.ahead_to == end
+        {
+            scan.ahead_to = reached;
         }
     }
 }
 
+/// The read-ahead worker thread of a mount; stopped and waited for when
+/// dropped, also when the mount fails part way.
+pub struct PrefetchWorker {
+    fs: Arc<Fs>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for PrefetchWorker {
+    fn drop(&mut self) {
+        self.fs.prefetch.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        tracing::info!(
+            files = self.fs.prefetch.warmed_files.load(AtomicOrdering::Relaxed),
+            bytes = self.fs.prefetch.warmed_bytes.load(AtomicOrdering::Relaxed),
+            "files read ahead"
+        );
+    }
+}
+
 impl Fs {
-    /// Start the thread that lists directories and reads files ahead;
-    /// it ends after [`Prefetcher::stop`].
-    pub(super) fn start_prefetch(self: &Arc<Self>) -> io::Result<JoinHandle<()>> {
-        let (jobs, queue) = mpsc::channel();
+    /// Start the thread that lists directories and reads files ahead.
+    pub(super) fn start_prefetch(self: &Arc<Self>) -> io::Result<PrefetchWorker> {
+        let (jobs, queue) = mpsc::sync_channel(JOB_QUEUE);
         *lock(&self.prefetch.jobs) = Some(jobs);
+        self.prefetch.enabled.store(true, AtomicOrdering::Relaxed);
         let fs = self.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("zarrfs-prefetch".into())
-            .spawn(move || fs.prefetch_worker(queue))
+            .spawn(move || fs.prefetch_worker(queue));
+        match spawned {
+            Ok(thread) => Ok(PrefetchWorker {
+                fs: self.clone(),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                self.prefetch.stop();
+                Err(e)
+            }
+        }
     }
 
     fn prefetch_worker(&self, jobs: mpsc::Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
+            if self.prefetch.stopped() {
+                return;
+            }
             match job {
                 Job::List { generation, dir } => {
                     let (files, locator) = {
@@ -348,8 +421,10 @@ impl Fs {
                         if session.generation() != generation {
                             continue;
                         }
-                        match session.file_sources(&dir) {
-                            Ok(files) => (files, session.file_locator()),
+                        match session.file_sources(&dir, MAX_LISTED) {
+                            // Too many files: not read ahead in this view.
+                            Ok(None) => continue,
+                            Ok(Some(files)) => (files, session.file_locator()),
                             Err(e) => {
                                 tracing::debug!(dir, error = %e, "read-ahead: listing failed");
                                 continue;
@@ -360,10 +435,20 @@ impl Fs {
                     if let Some((start, end)) =
                         self.prefetch.listed(generation, &dir, order.clone())
                     {
-                        self.prefetch.warm(&order, start, end);
+                        let reached = self.prefetch.warm(&order, start, end);
+                        self.prefetch.warmed_to(generation, &dir, end, reached);
                     }
                 }
-                Job::Warm { order, start, end } => self.prefetch.warm(&order, start, end),
+                Job::Warm {
+                    generation,
+                    dir,
+                    order,
+                    start,
+                    end,
+                } => {
+                    let reached = self.prefetch.warm(&order, start, end);
+                    self.prefetch.warmed_to(generation, &dir, end, reached);
+                }
             }
         }
     }
@@ -372,7 +457,7 @@ impl Fs {
 /// Names in the order Zarr and people number them: runs of digits
 /// compare as numbers (`c9` before `c10`, `0.9` before `0.10`), other
 /// bytes as bytes; names equal that way (`f01`, `f1`) in byte order.
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
     loop {
         match (x.first(), y.first()) {
@@ -505,8 +590,9 @@ mod tests {
     #[test]
     fn listings_beyond_the_budget_forget_the_least_recently_opened_directory() {
         let prefetcher = Prefetcher::default();
-        let (jobs, queue) = mpsc::channel();
+        let (jobs, queue) = mpsc::sync_channel(JOB_QUEUE);
         *lock(&prefetcher.jobs) = Some(jobs);
+        prefetcher.enabled.store(true, AtomicOrdering::Relaxed);
         let half = MAX_LISTED / 2 + 1;
         for dir in ["a", "b"] {
             prefetcher.opened(1, dir, "c0");
@@ -524,15 +610,45 @@ mod tests {
         let scans = lock(&prefetcher.scans);
         assert!(!scans.contains_key("a"), "a is forgotten");
         assert!(scans["b"].order.is_some());
-        drop(scans);
-        // A directory over the budget alone is not read ahead.
-        prefetcher.opened(1, "huge", "c0");
-        prefetcher.opened(1, "huge", "c1");
+    }
+
+    #[test]
+    fn uncommitted_files_are_read_ahead_within_the_byte_budget_too() {
+        // Staged files' sizes are known only as they are read ahead.
+        let (_dir, fs) = crate::fs::testing::fs();
+        let big = vec![7u8; MAX_FILE_AHEAD as usize];
+        for i in 0..6 {
+            crate::fs::testing::write_file(&fs, "", &format!("c{i}"), &big);
+        }
+        let order = fs.with_session(|session| {
+            let files = session.file_sources("", 10).unwrap().unwrap();
+            DirOrder::new(files, session.file_locator())
+        });
+        assert!(matches!(order.files[0].1, FileSource::Staged(_)));
+        let prefetcher = Prefetcher::default();
+        prefetcher.enabled.store(true, AtomicOrdering::Relaxed);
+        let budget = (MAX_AHEAD_BYTES / MAX_FILE_AHEAD) as usize;
+        assert_eq!(prefetcher.warm(&order, 0, 6), budget);
         assert_eq!(
-            prefetcher.listed(1, "huge", order(MAX_LISTED + 1, 4096)),
-            None
+            prefetcher.warmed_bytes.load(AtomicOrdering::Relaxed),
+            MAX_AHEAD_BYTES
         );
-        assert!(lock(&prefetcher.scans)["b"].order.is_some(), "b is kept");
+    }
+
+    #[test]
+    fn a_directory_is_listed_only_up_to_the_budget() {
+        let (_dir, fs) = crate::fs::testing::fs();
+        for name in ["c0", "c1", "c2"] {
+            crate::fs::testing::write_file(&fs, "", name, b"chunk");
+        }
+        fs.with_session(|session| {
+            assert!(
+                session.file_sources("", 2).unwrap().is_none(),
+                "3 files > 2"
+            );
+            let files = session.file_sources("", 3).unwrap().unwrap();
+            assert_eq!(files.len(), 3);
+        });
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! commit changed and how, which is what a rebase compares and replays.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
@@ -95,7 +96,10 @@ pub struct AppliedTree {
 
 /// How many changes a tree is given at a time: applying a long change
 /// list in slices bounds memory and rewrites only the few nodes that two
-/// slices share. A multiple of [`CHANGE_LIST_PAGE`].
+/// slices share (a commit's, and a rebase's). A multiple of
+/// [`CHANGE_LIST_PAGE`]. Where the slices fall decides how a directory's
+/// B-tree splits into nodes, so trees of the same files can differ in
+/// their nodes; nothing compares tree ids across commits.
 pub const APPLY_SLICE: usize = CHANGE_LIST_PAGE;
 
 /// A page of records, shared by the thread that stores it and the tree
@@ -111,88 +115,149 @@ pub struct ChangeListWriter<'a> {
     page: Vec<ChangeRecord>,
     /// The first path and length of each page handed to `pages_out`.
     pages: Vec<(String, u64)>,
-    pages_out: Option<PageStorer>,
+    pages_out: Option<PageWorker<Vec<ObjectId>>>,
     /// The last path of the pages written.
     last_written: Option<String>,
     count: u64,
-    /// The changes are also applied to this tree ...
+    /// The changes are also applied to this tree, by `tree_builder` once
+    /// the list is longer than a page.
     applying_to: Option<ObjectId>,
-    /// ... by this thread, once the list is longer than a page.
-    tree_builder: Option<TreeBuilder>,
+    tree_builder: Option<PageWorker<(ObjectId, WriteBatch)>>,
 }
 
-/// The thread that encodes and stores a change list's pages, in order.
-struct PageStorer {
-    pages: mpsc::SyncSender<Page>,
-    stored: std::thread::JoinHandle<io::Result<Vec<ObjectId>>>,
+/// A thread that takes a change list's pages in order: the one that
+/// encodes and stores them, and the one that builds the tree from them.
+/// Dropped unfinished (the commit failed), it is told to stop and waited
+/// for, so that it writes nothing after the commit let go of the
+/// repository.
+struct PageWorker<T> {
+    pages: Option<mpsc::SyncSender<Page>>,
+    done: Option<std::thread::JoinHandle<io::Result<T>>>,
+    abandoned: Arc<AtomicBool>,
 }
 
-impl PageStorer {
-    fn start(storage: Arc<Storage>) -> io::Result<PageStorer> {
-        // A few pages in flight at most, to bound memory.
-        let (pages, incoming) = mpsc::sync_channel::<Page>(2);
-        let stored = std::thread::Builder::new()
-            .name("change-list".into())
-            .spawn(move || {
-                incoming
-                    .into_iter()
-                    .map(|page| store_object(&storage, &encode_page(&page)))
-                    .collect()
-            })?;
-        Ok(PageStorer { pages, stored })
+impl<T: Send + 'static> PageWorker<T> {
+    /// Start `work` on thread `name`, with at most `in_flight` pages
+    /// waiting for it, to bound memory. `work` stops early, with an
+    /// error, once it sees the flag it is given set.
+    fn start(
+        name: &str,
+        in_flight: usize,
+        work: impl FnOnce(mpsc::Receiver<Page>, &AtomicBool) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<PageWorker<T>> {
+        let (pages, incoming) = mpsc::sync_channel::<Page>(in_flight);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flag = abandoned.clone();
+        let done = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || work(incoming, &flag))?;
+        Ok(PageWorker {
+            pages: Some(pages),
+            done: Some(done),
+            abandoned,
+        })
     }
 
-    /// The ids of the pages, once all are stored.
-    fn finish(self) -> io::Result<Vec<ObjectId>> {
-        drop(self.pages);
-        self.stored
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the change list writer panicked")))
+    /// Hand over a page; false if the thread stopped (at an error, which
+    /// `finish` returns).
+    fn send(&self, page: Page) -> bool {
+        self.pages
+            .as_ref()
+            .is_some_and(|pages| pages.send(page).is_ok())
     }
+
+    /// The outcome, once every page is taken.
+    fn finish(mut self) -> io::Result<T> {
+        self.pages.take();
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<T> {
+        match self.done.take() {
+            Some(done) => done
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a change list thread panicked"))),
+            None => Err(io::Error::other("a change list thread was already joined")),
+        }
+    }
+}
+
+impl<T> Drop for PageWorker<T> {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.pages.take();
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
+    }
+}
+
+/// Hand `page` to a started worker; the error it stopped at, if it did.
+fn hand_over<T: Send + 'static>(worker: &mut Option<PageWorker<T>>, page: Page) -> io::Result<()> {
+    if worker.as_ref().is_some_and(|w| w.send(page)) {
+        return Ok(());
+    }
+    let stopped = worker.take().map(PageWorker::finish);
+    Err(match stopped {
+        Some(Err(e)) => e,
+        _ => io::Error::other("a change list thread stopped early"),
+    })
+}
+
+/// What a page worker returns when told to stop.
+fn abandoned_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the commit was abandoned")
+}
+
+/// The thread that encodes and stores a change list's pages; the pages'
+/// ids, in order.
+fn start_page_storer(storage: Arc<Storage>) -> io::Result<PageWorker<Vec<ObjectId>>> {
+    PageWorker::start("change-list", 2, move |incoming, abandoned| {
+        let mut ids = Vec::new();
+        for page in incoming {
+            if abandoned.load(Ordering::Relaxed) {
+                return Err(abandoned_error());
+            }
+            ids.push(store_object(&storage, &encode_page(&page))?);
+        }
+        Ok(ids)
+    })
 }
 
 /// The thread that applies a long change list's pages to the tree being
-/// built, [`APPLY_SLICE`] changes at a time. Building the tree is most of
-/// a large commit's work, and reading the session's journal the rest:
-/// on a thread of its own it overlaps that.
-struct TreeBuilder {
-    pages: mpsc::SyncSender<Page>,
-    built: std::thread::JoinHandle<io::Result<(ObjectId, WriteBatch)>>,
-}
-
-impl TreeBuilder {
-    fn start(objects: Objects, base: ObjectId) -> io::Result<TreeBuilder> {
-        // A slice and a slice in the making at most, to bound memory.
-        let (pages, incoming) = mpsc::sync_channel::<Page>(APPLY_SLICE / CHANGE_LIST_PAGE);
-        let built = std::thread::Builder::new()
-            .name("tree".into())
-            .spawn(move || {
-                let mut batch = WriteBatch::default();
-                let mut tree = base;
-                let mut slice = Vec::new();
-                let mut slice_len = 0;
-                for page in incoming {
-                    slice_len += page.len();
-                    slice.push(page);
-                    if slice_len >= APPLY_SLICE {
-                        tree = apply_pages(&objects, tree, &slice, &mut batch)?;
-                        slice.clear();
-                        slice_len = 0;
-                    }
-                }
+/// built, [`APPLY_SLICE`] changes at a time; the tree, and what was
+/// written for it. Building the tree is most of a large commit's work,
+/// and reading the session's journal the rest: on a thread of its own it
+/// overlaps that.
+fn start_tree_builder(
+    objects: Objects,
+    base: ObjectId,
+) -> io::Result<PageWorker<(ObjectId, WriteBatch)>> {
+    // A slice and a slice in the making at most.
+    let in_flight = APPLY_SLICE / CHANGE_LIST_PAGE;
+    PageWorker::start("tree-builder", in_flight, move |incoming, abandoned| {
+        let mut batch = WriteBatch::default();
+        let mut tree = base;
+        let mut slice = Vec::new();
+        let mut slice_len = 0;
+        for page in incoming {
+            if abandoned.load(Ordering::Relaxed) {
+                return Err(abandoned_error());
+            }
+            slice_len += page.len();
+            slice.push(page);
+            if slice_len >= APPLY_SLICE {
                 tree = apply_pages(&objects, tree, &slice, &mut batch)?;
-                Ok((tree, batch))
-            })?;
-        Ok(TreeBuilder { pages, built })
-    }
-
-    /// The tree, and what was written for it, once every page is applied.
-    fn finish(self) -> io::Result<(ObjectId, WriteBatch)> {
-        drop(self.pages);
-        self.built
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the tree builder panicked")))
-    }
+                slice.clear();
+                slice_len = 0;
+            }
+        }
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(abandoned_error());
+        }
+        tree = apply_pages(&objects, tree, &slice, &mut batch)?;
+        Ok((tree, batch))
+    })
 }
 
 /// Apply pages of changes to `tree`; the new tree.
@@ -234,7 +299,7 @@ impl<'a> ChangeListWriter<'a> {
         self
     }
 
-    pub fn push(&mut self, path: String, change: Change, batch: &mut WriteBatch) -> io::Result<()> {
+    pub fn push(&mut self, path: String, change: Change) -> io::Result<()> {
         let last = self
             .page
             .last()
@@ -251,44 +316,24 @@ impl<'a> ChangeListWriter<'a> {
         self.page.push(ChangeRecord { path, change });
         self.count += 1;
         if self.page.len() >= CHANGE_LIST_PAGE {
-            self.write_page(batch)?;
+            self.write_page()?;
         }
         Ok(())
     }
 
-    fn write_page(&mut self, batch: &mut WriteBatch) -> io::Result<()> {
+    fn write_page(&mut self) -> io::Result<()> {
         let page: Page = Arc::new(std::mem::take(&mut self.page));
         self.pages.push((page[0].path.clone(), page.len() as u64));
         self.last_written = page.last().map(|r| r.path.clone());
         if self.pages_out.is_none() {
-            self.pages_out = Some(PageStorer::start(self.objects.shared_storage())?);
+            self.pages_out = Some(start_page_storer(self.objects.shared_storage())?);
         }
-        let out = self.pages_out.as_ref().expect("started above");
-        if out.pages.send(page.clone()).is_err() {
-            // The storer stopped at an error: it says which.
-            let error = self.pages_out.take().expect("started above").finish();
-            return Err(error
-                .err()
-                .unwrap_or_else(|| io::Error::other("change list not stored")));
-        }
-        self.keep_for_applying(page, batch)
-    }
-
-    /// Hand a written page to the tree builder, if the changes are applied.
-    fn keep_for_applying(&mut self, page: Page, batch: &mut WriteBatch) -> io::Result<()> {
-        let Some(base) = self.applying_to else {
-            return Ok(());
-        };
-        if self.tree_builder.is_none() {
-            self.tree_builder = Some(TreeBuilder::start(self.objects.clone(), base)?);
-        }
-        let builder = self.tree_builder.as_ref().expect("started above");
-        if builder.pages.send(page).is_err() {
-            // The builder stopped at an error: it says which.
-            let built = self.tree_builder.take().expect("started above").finish();
-            let (_, written) = built?;
-            batch.append(written);
-            return Err(io::Error::other("tree not built"));
+        hand_over(&mut self.pages_out, page.clone())?;
+        if let Some(base) = self.applying_to {
+            if self.tree_builder.is_none() {
+                self.tree_builder = Some(start_tree_builder(self.objects.clone(), base)?);
+            }
+            hand_over(&mut self.tree_builder, page)?;
         }
         Ok(())
     }
@@ -308,7 +353,7 @@ impl<'a> ChangeListWriter<'a> {
             (self.objects.put(&encode_page(&page), batch)?, Some(page))
         } else {
             if !self.page.is_empty() {
-                self.write_page(batch)?;
+                self.write_page()?;
             }
             let ids = self
                 .pages_out
@@ -363,7 +408,7 @@ pub fn put_change_list(
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut writer = ChangeListWriter::new(objects);
     for (path, change) in sorted {
-        writer.push(path.clone(), change.clone(), batch)?;
+        writer.push(path.clone(), change.clone())?;
     }
     writer.finish(batch)
 }

@@ -126,10 +126,9 @@ impl<'de> Deserialize<'de> for ObjectId {
 const NODE_CACHE_LIMIT: usize = 1024;
 
 /// The content-addressed store of blobs, tree nodes and change lists.
-#[derive(Debug)]
-/// The object store. Clones share the storage and the cache of tree
-/// nodes, so that a commit can build its tree on a thread of its own.
-#[derive(Clone)]
+/// Clones share the storage and the cache of tree nodes, so that a commit
+/// can build its tree on a thread of its own.
+#[derive(Clone, Debug)]
 pub struct Objects {
     storage: Arc<Storage>,
     nodes: Arc<Mutex<HashMap<ObjectId, Arc<Node>>>>,

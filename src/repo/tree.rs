@@ -224,21 +224,35 @@ impl<'a> Trees<'a> {
 
     /// All entries of the directory `dir`, sorted by name.
     pub fn list(&self, dir: ObjectId) -> io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        self.collect(dir, &mut out)?;
-        Ok(out)
+        Ok(self.list_at_most(dir, usize::MAX)?.unwrap_or_default())
     }
 
-    fn collect(&self, id: ObjectId, out: &mut Vec<Entry>) -> io::Result<()> {
+    /// [`Trees::list`], or `None` if the directory has more than
+    /// `at_most` entries, found without listing more than that.
+    pub fn list_at_most(&self, dir: ObjectId, at_most: usize) -> io::Result<Option<Vec<Entry>>> {
+        let mut out = Vec::new();
+        Ok(self.collect(dir, &mut out, at_most)?.then_some(out))
+    }
+
+    /// Add the entries below node `id` to `out`; false once `out` would
+    /// hold more than `at_most`.
+    fn collect(&self, id: ObjectId, out: &mut Vec<Entry>, at_most: usize) -> io::Result<bool> {
         match &*self.objects.get_node(id)? {
-            Node::Leaf { entries } => out.extend(entries.iter().cloned()),
+            Node::Leaf { entries } => {
+                if out.len() + entries.len() > at_most {
+                    return Ok(false);
+                }
+                out.extend(entries.iter().cloned());
+            }
             Node::Inner { children } => {
                 for child in children {
-                    self.collect(child.id, out)?;
+                    if !self.collect(child.id, out, at_most)? {
+                        return Ok(false);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Apply changes (any order; applied in path order) to the tree `root`
@@ -291,8 +305,10 @@ impl<'a> Trees<'a> {
         let mut edits: Vec<Edit> = Vec::new();
         for group in split.chunk_by(|a, b| a.0 == b.0) {
             let name = group[0].0;
+            // The last change to the name itself counts, as in path order.
             let own = group
                 .iter()
+                .rev()
                 .find(|(_, rest, _)| rest.is_none())
                 .map(|&(_, _, change)| change);
             let below: Vec<(&str, &Change)> = group

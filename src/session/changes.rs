@@ -363,19 +363,18 @@ impl Session {
         // at a time.
         let started = std::time::Instant::now();
         let sealed_before = self.seals.stored_count();
+        // Sealed files this commit takes as they are may not have reached
+        // the disk.
+        self.seals.check_synced()?;
         // A large commit ends with a sync of the whole filesystem: start
         // one now, so that the session's files not yet written back go to
         // disk while the tree is built, and the last sync finds only the
         // tree and the change list left to write.
-        let early_sync = (self.journal.len() > crate::storage::SYNCFS_THRESHOLD)
-            .then(|| {
-                let storage = repo.objects().shared_storage();
-                std::thread::Builder::new()
-                    .name("early-sync".into())
-                    .spawn(move || storage.sync_filesystem())
-                    .ok()
-            })
-            .flatten();
+        let early_sync = if self.journal.len() > crate::storage::SYNCFS_THRESHOLD {
+            Some(repo.objects().shared_storage().start_sync()?)
+        } else {
+            None
+        };
         let mut written = WriteBatch::default();
         let mut list = ChangeListWriter::new(repo.objects()).applying_to(self.base_tree);
         let mut ready = Vec::new();
@@ -391,6 +390,11 @@ impl Session {
         let (changes, applied) = list.finish_applied(&mut written)?;
         if changes.count == 0 {
             return Err(CommitError::NothingToCommit.into());
+        }
+        if let Some(early_sync) = early_sync {
+            // A write-back error is reported to one sync only: this one's
+            // must fail the commit.
+            early_sync.finish()?;
         }
         progress(CommitProgress {
             phase: "committing",
@@ -409,10 +413,6 @@ impl Session {
             written,
         })?;
         let committed = started.elapsed();
-        if let Some(early_sync) = early_sync {
-            // Its writes are covered by the commit's own sync.
-            let _ = early_sync.join();
-        }
         // Files still open for writing go on in the new session.
         self.replace_with_new_session_carrying(Some(branch), outcome.id, true)?;
         tracing::debug!(
@@ -466,7 +466,7 @@ impl Session {
                 // Sealed: stored already, and made durable with the rest.
                 written.push_with(|| id.key_in("objects"));
             }
-            list.push(pending.path, pending.change, written)?;
+            list.push(pending.path, pending.change)?;
         }
         Ok(())
     }

@@ -70,6 +70,8 @@ struct State {
     enabled: bool,
     /// The session is gone (committed, discarded, closed): seal nothing.
     retired: bool,
+    /// A sync of sealed files failed with this: they may not be on disk.
+    sync_failed: Option<String>,
 }
 
 /// The sealing state of one session, shared by the session and the
@@ -129,6 +131,20 @@ impl Seals {
     /// How many files are sealed and stored.
     pub fn stored_count(&self) -> usize {
         self.lock().sealed.values().filter(|s| s.linked).count()
+    }
+
+    /// Fails if a sync of this session's sealed files failed: a write-back
+    /// error is reported to one sync only, so a commit's own sync would
+    /// not see it, and the files it names may be damaged on disk. Every
+    /// commit of the session fails from then on; a new session (discard,
+    /// then write the files again) starts clean.
+    pub fn check_synced(&self) -> io::Result<()> {
+        match &self.lock().sync_failed {
+            None => Ok(()),
+            Some(error) => Err(io::Error::other(format!(
+                "writing this session's files to the repository's disk failed ({error}), so some may be damaged; check the disk, then discard the session (`zarrfs discard`) and write the files again"
+            ))),
+        }
     }
 
     /// The session is over: nothing more is sealed for it.
@@ -238,7 +254,11 @@ impl Sealer {
     /// little left to write: the worker calls this now and then while it
     /// seals.
     pub fn sync_sealed(&self) -> io::Result<()> {
-        self.repo.storage().sync_filesystem()
+        let synced = self.repo.storage().sync_filesystem();
+        if let Err(e) = &synced {
+            self.seals.lock().sync_failed = Some(e.to_string());
+        }
+        synced
     }
 
     /// Take the queued files that are due, at most `limit`, putting back

@@ -207,7 +207,8 @@ impl Session {
 
     /// The entries of a directory, sorted by name.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, Attr)>> {
-        self.children(dir)?
+        self.children(dir, usize::MAX)?
+            .unwrap_or_default()
             .into_iter()
             .map(|(name, found)| Ok((name, self.attr_of(found)?)))
             .collect()
@@ -216,16 +217,22 @@ impl Session {
     /// The files of a directory and where their bytes are (a staged file
     /// or a committed object), sorted by name: what a mount reads ahead
     /// of a program that opens them one after another
-    /// (`crate::fs::prefetch`), with [`Session::file_locator`].
-    pub fn file_sources(&self, dir: &str) -> Result<Vec<(String, FileSource)>> {
-        Ok(self
-            .children(dir)?
-            .into_iter()
-            .filter_map(|(name, found)| match found {
-                Found::File { source, .. } => Some((name, source)),
-                Found::Dir => None,
-            })
-            .collect())
+    /// (`crate::fs::prefetch`), with [`Session::file_locator`]. `None` if
+    /// the directory has more than `at_most` entries.
+    pub fn file_sources(
+        &self,
+        dir: &str,
+        at_most: usize,
+    ) -> Result<Option<Vec<(String, FileSource)>>> {
+        Ok(self.children(dir, at_most)?.map(|children| {
+            children
+                .into_iter()
+                .filter_map(|(name, found)| match found {
+                    Found::File { source, .. } => Some((name, source)),
+                    Found::Dir => None,
+                })
+                .collect()
+        }))
     }
 
     /// Where the files of this session's view are on local disk, for a
@@ -245,8 +252,9 @@ impl Session {
         }
     }
 
-    /// What is in a directory of the view, by name.
-    fn children(&self, dir: &str) -> Result<BTreeMap<String, Found>> {
+    /// What is in a directory of the view, by name; `None` if the base's
+    /// directory or the view's has more than `at_most` entries.
+    fn children(&self, dir: &str, at_most: usize) -> Result<Option<BTreeMap<String, Found>>> {
         check_path(dir)?;
         match self.find(dir)? {
             Some(Found::Dir) => {}
@@ -258,7 +266,10 @@ impl Session {
             && let Some(base) = self.base_entry(dir)?
             && base.kind == EntryKind::Dir
         {
-            for entry in self.repo.trees().list(base.id)? {
+            let Some(base_entries) = self.repo.trees().list_at_most(base.id, at_most)? else {
+                return Ok(None);
+            };
+            for entry in base_entries {
                 let found = found_of(&entry);
                 entries.insert(entry.name, found);
             }
@@ -276,7 +287,7 @@ impl Session {
                 }
             }
         }
-        Ok(entries)
+        Ok((entries.len() <= at_most).then_some(entries))
     }
 
     /// Whether the directory `dir` of the view has nothing in it; cheaper
