@@ -303,6 +303,7 @@ pub struct KeyStat {
 
 /// A sync started with [`Storage::start_sync`]. Dropped unfinished, it
 /// waits for the sync, so that no thread outlives its caller.
+#[derive(Debug)]
 pub struct BackgroundSync {
     syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use super::json;
 use super::object::{CommitId, ObjectId, Objects, WriteBatch, store_object};
 use super::tree::{Change, Trees};
 use crate::storage::Storage;
@@ -394,8 +395,31 @@ impl<'a> ChangeListWriter<'a> {
     }
 }
 
+/// A page as stored: the same bytes as `serde_json::to_vec`, written
+/// directly (see `super::json`).
 fn encode_page(records: &[ChangeRecord]) -> Vec<u8> {
-    serde_json::to_vec(records).expect("change lists serialize")
+    json::list(b"[", records, 160, b"]", |out, record| {
+        out.extend_from_slice(br#"{"path":"#);
+        json::string(out, &record.path);
+        match &record.change {
+            Change::File { id, size, mode } => {
+                out.extend_from_slice(br#","op":"file","id":"#);
+                json::id(out, id);
+                out.extend_from_slice(br#","size":"#);
+                json::number(out, *size);
+                out.extend_from_slice(br#","mode":"#);
+                json::number(out, *mode);
+            }
+            Change::Dir { replace: true } => {
+                out.extend_from_slice(br#","op":"dir","replace":true"#)
+            }
+            Change::Dir { replace: false } => {
+                out.extend_from_slice(br#","op":"dir","replace":false"#)
+            }
+            Change::Delete => out.extend_from_slice(br#","op":"delete""#),
+        }
+        out.push(b'}');
+    })
 }
 
 /// Write a change list of changes in any order.
@@ -487,4 +511,47 @@ pub fn get_change_list(objects: &Objects, id: ObjectId) -> io::Result<Vec<(Strin
 /// The current time as RFC 3339 with microseconds, UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_stored_as_serde_json_writes_them() {
+        let paths = [
+            "meta/root.group.json",
+            "data/root/a \"quoted\" \\ name/c0/0",
+            "tab\there/new\nline",
+            "ünïcödé/日本",
+            "\u{1}control",
+        ];
+        let changes = [
+            Change::File {
+                id: ObjectId::of(b"chunk"),
+                size: u64::MAX,
+                mode: 0o100644,
+            },
+            Change::Dir { replace: true },
+            Change::Dir { replace: false },
+            Change::Delete,
+        ];
+        let records: Vec<ChangeRecord> = paths
+            .iter()
+            .flat_map(|path| {
+                changes.iter().map(|change| ChangeRecord {
+                    path: path.to_string(),
+                    change: change.clone(),
+                })
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8(encode_page(&records)).unwrap(),
+            String::from_utf8(serde_json::to_vec(&records).unwrap()).unwrap()
+        );
+        assert_eq!(
+            encode_page(&[]),
+            serde_json::to_vec(&[] as &[ChangeRecord]).unwrap()
+        );
+    }
 }

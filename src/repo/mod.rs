@@ -22,6 +22,7 @@ pub mod commit;
 pub mod conflict;
 pub mod fsck;
 pub mod gc;
+mod json;
 pub mod object;
 pub mod refs;
 pub mod tree;

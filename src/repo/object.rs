@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::storage::{SYNCFS_THRESHOLD, Storage};
+use crate::storage::{BackgroundSync, SYNCFS_THRESHOLD, Storage};
 
 use super::tree::Node;
 
@@ -141,6 +141,9 @@ pub struct Objects {
 pub struct WriteBatch {
     keys: Vec<String>,
     count: usize,
+    /// A sync started early, beside the writes (see
+    /// [`WriteBatch::sync_beside`]).
+    beside: Option<BackgroundSync>,
 }
 
 impl WriteBatch {
@@ -164,6 +167,17 @@ impl WriteBatch {
             self.push(key);
         }
         self.count += unnamed;
+        if self.beside.is_none() {
+            self.beside = other.beside;
+        }
+    }
+
+    /// A sync of the filesystem started while the batch is written, so
+    /// that the disk works meanwhile; [`WriteBatch::sync`] waits for it
+    /// and fails with its error too (a write-back error is reported to
+    /// one sync only).
+    pub fn sync_beside(&mut self, sync: BackgroundSync) {
+        self.beside = Some(sync);
     }
 
     /// How many keys were written.
@@ -177,11 +191,14 @@ impl WriteBatch {
 
     /// Make everything written durable, and start over.
     pub fn sync(&mut self, storage: &Storage) -> io::Result<()> {
-        if self.count > self.keys.len() {
-            storage.sync_filesystem()?;
+        let own = if self.count > self.keys.len() {
+            storage.sync_filesystem()
         } else {
-            storage.sync(&self.keys)?;
-        }
+            storage.sync(&self.keys)
+        };
+        let beside = self.beside.take().map_or(Ok(()), BackgroundSync::finish);
+        own?;
+        beside?;
         self.keys.clear();
         self.count = 0;
         Ok(())

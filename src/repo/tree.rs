@@ -15,6 +15,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use super::json;
 use super::object::{ObjectId, Objects, WriteBatch};
 
 /// Most entries in a leaf, and most children of an inner node.
@@ -68,76 +69,40 @@ pub enum Change {
 }
 
 impl Node {
-    /// The node as stored: the same bytes as `serde_json::to_vec`, written
-    /// directly, because a commit of many new files spends a quarter of its
-    /// time here and serde_json escapes every key and formats every id
-    /// through the general path. Only names need escaping.
+    /// The node as stored: the same bytes as `serde_json::to_vec`,
+    /// written directly (see `super::json`).
     pub fn to_json(&self) -> Vec<u8> {
-        fn name(out: &mut Vec<u8>, name: &str) {
-            // Most names need no escaping: copied as they are.
-            if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-                out.push(b'"');
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'"');
-            } else {
-                serde_json::to_writer(&mut *out, name).expect("a string serializes");
-            }
-        }
-        fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
-        fn id(out: &mut Vec<u8>, id: &ObjectId) {
-            out.push(b'"');
-            out.extend_from_slice(id.hex().as_bytes());
-            out.push(b'"');
-        }
-        /// `{"node":KIND,LIST:[items]}`, each item written by `item`.
-        fn node<T>(
-            head: &[u8],
-            items: &[T],
-            bytes_each: usize,
-            item: impl Fn(&mut Vec<u8>, &T),
-        ) -> Vec<u8> {
-            let mut out = Vec::with_capacity(head.len() + 2 + items.len() * bytes_each);
-            out.extend_from_slice(head);
-            for (i, each) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                item(&mut out, each);
-            }
-            out.extend_from_slice(b"]}");
-            out
-        }
         match self {
-            Node::Leaf { entries } => node(
+            Node::Leaf { entries } => json::list(
                 br#"{"node":"leaf","entries":["#,
                 entries,
                 140,
+                b"]}",
                 |out, entry| {
                     out.extend_from_slice(br#"{"name":"#);
-                    name(out, &entry.name);
+                    json::string(out, &entry.name);
                     out.extend_from_slice(match entry.kind {
                         EntryKind::File => br#","kind":"file","id":"#,
                         EntryKind::Dir => br#","kind":"dir","id":"#,
                     });
-                    id(out, &entry.id);
+                    json::id(out, &entry.id);
                     out.extend_from_slice(br#","size":"#);
-                    number(out, entry.size);
+                    json::number(out, entry.size);
                     out.extend_from_slice(br#","mode":"#);
-                    number(out, entry.mode);
+                    json::number(out, entry.mode);
                     out.push(b'}');
                 },
             ),
-            Node::Inner { children } => node(
+            Node::Inner { children } => json::list(
                 br#"{"node":"inner","children":["#,
                 children,
                 100,
+                b"]}",
                 |out, child| {
                     out.extend_from_slice(br#"{"first":"#);
-                    name(out, &child.first);
+                    json::string(out, &child.first);
                     out.extend_from_slice(br#","id":"#);
-                    id(out, &child.id);
+                    json::id(out, &child.id);
                     out.push(b'}');
                 },
             ),

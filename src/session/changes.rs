@@ -370,12 +370,10 @@ impl Session {
         // one now, so that the session's files not yet written back go to
         // disk while the tree is built, and the last sync finds only the
         // tree and the change list left to write.
-        let early_sync = if self.journal.len() > crate::storage::SYNCFS_THRESHOLD {
-            Some(repo.objects().shared_storage().start_sync()?)
-        } else {
-            None
-        };
         let mut written = WriteBatch::default();
+        if self.journal.len() > crate::storage::SYNCFS_THRESHOLD {
+            written.sync_beside(repo.objects().shared_storage().start_sync()?);
+        }
         let mut list = ChangeListWriter::new(repo.objects()).applying_to(self.base_tree);
         let mut ready = Vec::new();
         self.for_each_change(progress, "storing", &mut |session, pending| {
@@ -390,11 +388,6 @@ impl Session {
         let (changes, applied) = list.finish_applied(&mut written)?;
         if changes.count == 0 {
             return Err(CommitError::NothingToCommit.into());
-        }
-        if let Some(early_sync) = early_sync {
-            // A write-back error is reported to one sync only: this one's
-            // must fail the commit.
-            early_sync.finish()?;
         }
         progress(CommitProgress {
             phase: "committing",
