@@ -43,7 +43,7 @@ pub(super) fn string(out: &mut Vec<u8>, s: &str) {
 /// An object id, as its 64 hex digits in a string.
 pub(super) fn id(out: &mut Vec<u8>, id: &ObjectId) {
     out.push(b'"');
-    out.extend_from_slice(id.hex().as_bytes());
+    out.extend_from_slice(&id.hex_bytes());
     out.push(b'"');
 }
 
