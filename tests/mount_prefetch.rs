@@ -10,6 +10,7 @@ mod mount_util;
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -101,6 +102,32 @@ fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Wait until the files of chunks `ahead` are in the page cache (for at
+/// most 10 s), then check that chunk `beyond` is not.
+fn assert_read_ahead(files: &[PathBuf], ahead: Range<usize>, beyond: Option<usize>) {
+    assert!(
+        eventually(Duration::from_secs(10), || ahead
+            .clone()
+            .all(|i| resident(&files[i]))),
+        "chunks {ahead:?} not read ahead: {:?}",
+        ahead
+            .clone()
+            .filter(|&i| !resident(&files[i]))
+            .collect::<Vec<_>>()
+    );
+    if let Some(beyond) = beyond {
+        assert!(!resident(&files[beyond]), "chunk {beyond} read ahead too");
+    }
+}
+
+/// [`committed_chunks`], with their objects out of the page cache, and
+/// the objects' paths; `None` where they cannot be evicted.
+fn evicted_chunks() -> Option<(Scratch, Vec<PathBuf>)> {
+    let scratch = committed_chunks();
+    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
+    evict(&objects).then_some((scratch, objects))
+}
+
 /// A repository whose main branch has FILES chunks in `arr/c/`.
 fn committed_chunks() -> Scratch {
     let scratch = Scratch::new();
@@ -116,51 +143,31 @@ fn committed_chunks() -> Scratch {
 
 #[test]
 fn reading_chunks_in_order_reads_the_next_ones_ahead() {
-    let scratch = committed_chunks();
-    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
-    if !evict(&objects) {
+    let Some((scratch, objects)) = evicted_chunks() else {
         return;
-    }
+    };
     let m = scratch.mount("reader", &[]);
 
     read_chunk(&m, 0);
     read_chunk(&m, 1);
     // Two files opened in order: the next ones, in number order (2, 3,
     // ..., not 10, 100, 101, ... as bytes sort), come into the cache
-    // without being opened.
-    assert!(
-        eventually(Duration::from_secs(10), || (2..12)
-            .all(|i| resident(&objects[i]))),
-        "chunks 2..12 not read ahead: {:?}",
-        (2..12)
-            .filter(|&i| !resident(&objects[i]))
-            .collect::<Vec<_>>()
-    );
-    // Far beyond the window: left alone.
-    assert!(
-        !resident(&objects[150]),
-        "chunk 150 read ahead after 2 opens"
-    );
+    // without being opened; far beyond the window, nothing does.
+    assert_read_ahead(&objects, 2..12, Some(150));
 
     // As the reader goes on, the window moves ahead of it.
     for i in 2..40 {
         read_chunk(&m, i);
     }
-    assert!(
-        eventually(Duration::from_secs(10), || (40..60)
-            .all(|i| resident(&objects[i]))),
-        "chunks 40..60 not read ahead after reading 0..40"
-    );
+    assert_read_ahead(&objects, 40..60, None);
     m.unmount();
 }
 
 #[test]
 fn files_opened_out_of_order_or_only_looked_up_are_not_read_ahead() {
-    let scratch = committed_chunks();
-    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
-    if !evict(&objects) {
+    let Some((scratch, objects)) = evicted_chunks() else {
         return;
-    }
+    };
     let m = scratch.mount("reader", &[]);
 
     // `ls -l` and `stat` look files up without reading them.
@@ -179,11 +186,9 @@ fn files_opened_out_of_order_or_only_looked_up_are_not_read_ahead() {
 
 #[test]
 fn no_prefetch_turns_reading_ahead_off() {
-    let scratch = committed_chunks();
-    let objects: Vec<PathBuf> = (0..FILES).map(|i| object_path(&scratch.repo, i)).collect();
-    if !evict(&objects) {
+    let Some((scratch, objects)) = evicted_chunks() else {
         return;
-    }
+    };
     let m = scratch.mount("reader", &["--no-prefetch"]);
     for i in 0..10 {
         read_chunk(&m, i);
@@ -231,17 +236,6 @@ fn uncommitted_files_are_read_ahead_too() {
     assert_eq!(m.session(), session, "the session was not resumed");
     read_chunk(&m, 0);
     read_chunk(&m, 1);
-    assert!(
-        eventually(Duration::from_secs(10), || (2..12)
-            .all(|i| resident(&staged[i]))),
-        "staged chunks 2..12 not read ahead: {:?}",
-        (2..12)
-            .filter(|&i| !resident(&staged[i]))
-            .collect::<Vec<_>>()
-    );
-    assert!(
-        !resident(&staged[150]),
-        "staged chunk 150 read ahead after 2 opens"
-    );
+    assert_read_ahead(&staged, 2..12, Some(150));
     m.unmount();
 }
