@@ -97,10 +97,10 @@ pub struct AppliedTree {
 
 /// How many changes a tree is given at a time: applying a long change
 /// list in slices bounds memory and rewrites only the few nodes that two
-/// slices share (a commit's, and a rebase's). A multiple of
-/// [`CHANGE_LIST_PAGE`]. Where the slices fall decides how a directory's
-/// B-tree splits into nodes, so trees of the same files can differ in
-/// their nodes; nothing compares tree ids across commits.
+/// slices share (a commit's, one page at a time, and a rebase's). Where
+/// the slices fall decides how a directory's B-tree splits into nodes, so
+/// trees of the same files can differ in their nodes; nothing compares
+/// tree ids across commits.
 pub const APPLY_SLICE: usize = CHANGE_LIST_PAGE;
 
 /// A page of records, shared by the thread that stores it and the tree
@@ -226,56 +226,38 @@ fn start_page_storer(storage: Arc<Storage>) -> io::Result<PageWorker<Vec<ObjectI
 }
 
 /// The thread that applies a long change list's pages to the tree being
-/// built, [`APPLY_SLICE`] changes at a time; the tree, and what was
-/// written for it. Building the tree is most of a large commit's work,
-/// and reading the session's journal the rest: on a thread of its own it
-/// overlaps that.
+/// built, a page at a time (a page is an [`APPLY_SLICE`]); the tree, and
+/// what was written for it. Building the tree is most of a large
+/// commit's work, and reading the session's journal the rest: on a thread
+/// of its own it overlaps that.
 fn start_tree_builder(
     objects: Objects,
     base: ObjectId,
 ) -> io::Result<PageWorker<(ObjectId, WriteBatch)>> {
-    // A slice and a slice in the making at most.
-    let in_flight = APPLY_SLICE / CHANGE_LIST_PAGE;
-    PageWorker::start("tree-builder", in_flight, move |incoming, abandoned| {
+    PageWorker::start("tree-builder", 1, move |incoming, abandoned| {
         let mut batch = WriteBatch::default();
         let mut tree = base;
-        let mut slice = Vec::new();
-        let mut slice_len = 0;
         for page in incoming {
             if abandoned.load(Ordering::Relaxed) {
                 return Err(abandoned_error());
             }
-            slice_len += page.len();
-            slice.push(page);
-            if slice_len >= APPLY_SLICE {
-                tree = apply_pages(&objects, tree, &slice, &mut batch)?;
-                slice.clear();
-                slice_len = 0;
-            }
+            tree = apply_page(&objects, tree, &page, &mut batch)?;
         }
-        if abandoned.load(Ordering::Relaxed) {
-            return Err(abandoned_error());
-        }
-        tree = apply_pages(&objects, tree, &slice, &mut batch)?;
         Ok((tree, batch))
     })
 }
 
-/// Apply pages of changes to `tree`; the new tree.
-fn apply_pages(
+/// Apply a page of changes to `tree`; the new tree.
+fn apply_page(
     objects: &Objects,
     tree: ObjectId,
-    pages: &[Page],
+    page: &[ChangeRecord],
     batch: &mut WriteBatch,
 ) -> io::Result<ObjectId> {
-    if pages.iter().all(|page| page.is_empty()) {
+    if page.is_empty() {
         return Ok(tree);
     }
-    let pairs = pages
-        .iter()
-        .flat_map(|page| page.iter())
-        .map(|r| (r.path.as_str(), &r.change))
-        .collect();
+    let pairs = page.iter().map(|r| (r.path.as_str(), &r.change)).collect();
     Trees::new(objects).apply_pairs(tree, pairs, batch)
 }
 
@@ -350,7 +332,7 @@ impl<'a> ChangeListWriter<'a> {
         batch: &mut WriteBatch,
     ) -> io::Result<(ChangeList, Option<AppliedTree>)> {
         let (id, short_list) = if self.pages.is_empty() {
-            let page: Page = Arc::new(std::mem::take(&mut self.page));
+            let page = std::mem::take(&mut self.page);
             (self.objects.put(&encode_page(&page), batch)?, Some(page))
         } else {
             if !self.page.is_empty() {
@@ -382,8 +364,7 @@ impl<'a> ChangeListWriter<'a> {
             }
             // A list of one page is applied here: no thread for it.
             (Some(base), None, page) => {
-                let pages: Vec<Page> = page.into_iter().collect();
-                let tree = apply_pages(self.objects, base, &pages, batch)?;
+                let tree = apply_page(self.objects, base, &page.unwrap_or_default(), batch)?;
                 Some(AppliedTree { base, tree })
             }
         };

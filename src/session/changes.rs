@@ -157,18 +157,18 @@ impl Session {
         let mut out = Vec::with_capacity(chunk.len());
         let mut unsealed = Vec::new();
         for (i, n) in staged.iter().enumerate() {
-            out.push(match n.map(|_| sealed.next().flatten()) {
-                Some(Some(file)) => Some(StagedHash {
-                    id: file.id,
-                    size: file.size,
-                    stored: true,
-                }),
-                Some(None) => {
-                    unsealed.push((i, n.expect("a staged file")));
-                    None
-                }
-                None => None,
-            });
+            let Some(n) = *n else {
+                out.push(None);
+                continue;
+            };
+            out.push(sealed.next().flatten().map(|file| StagedHash {
+                id: file.id,
+                size: file.size,
+                stored: true,
+            }));
+            if out[i].is_none() {
+                unsealed.push((i, n));
+            }
         }
         let hashed = on_every_core(&unsealed, |&(i, n)| {
             Ok::<_, io::Error>((i, n, self.hash_staged_shared(n)?))
