@@ -189,6 +189,17 @@ impl Storage {
     /// advisory, between the processes of this machine (an object store
     /// will need its own).
     pub fn lock(&self, name: &str, exclusive: bool) -> io::Result<LockGuard> {
+        self.lock_telling_wait(name, exclusive, || {})
+    }
+
+    /// [`Storage::lock`], calling `on_wait` first if the lock is held
+    /// elsewhere, so that the caller can say why it waits.
+    pub fn lock_telling_wait(
+        &self,
+        name: &str,
+        exclusive: bool,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<LockGuard> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -200,6 +211,15 @@ impl Storage {
         } else {
             libc::LOCK_SH
         };
+        // SAFETY: flock on a valid descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+            return Ok(LockGuard { _file: file });
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != ErrorKind::WouldBlock {
+            return Err(error);
+        }
+        on_wait();
         loop {
             // SAFETY: flock on a valid descriptor.
             if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {

@@ -287,6 +287,46 @@ fn log_author(mount: &Path) -> String {
     log[0]["author"].as_str().unwrap().to_owned()
 }
 
+/// Holds the repository's write lock as `zarrfs gc` does while it runs,
+/// so that a commit has to wait for as long as a test needs.
+struct GcLike {
+    _lock: std::fs::File,
+}
+
+impl GcLike {
+    fn hold(repo: &Path) -> GcLike {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(repo.join("write.lock"))
+            .unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a valid descriptor; released when it closes.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        GcLike { _lock: file }
+    }
+}
+
+/// Waits, up to a minute, until `read` gives something containing `what`.
+fn wait_to_see(what: &str, read: impl Fn() -> String) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if read().contains(what) {
+            return;
+        }
+        if std::time::Instant::now() > until {
+            let last = read();
+            let tail: String = last.chars().rev().take(400).collect();
+            panic!(
+                "never saw {what:?}; last ended: {}",
+                tail.chars().rev().collect::<String>()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
     if Command::new("script").arg("--version").output().is_err() {
@@ -300,41 +340,48 @@ fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
             .status
             .success()
     );
-    // Files are not stored ahead of the commit, so that it takes long
-    // enough to show progress.
-    let m = mount(&repo, &dir.path().join("m"), &["--seal-delay", "off"]);
-    let write = |dir: &str, n: usize| {
-        std::fs::create_dir(m.path.join(dir)).unwrap();
-        for i in 0..n {
-            std::fs::write(m.path.join(format!("{dir}/{i}")), format!("chunk {i}")).unwrap();
-        }
-    };
+    let m = mount(&repo, &dir.path().join("m"), &[]);
+    // Each commit waits for a gc that the test ends, so that it lasts
+    // long enough for a progress bar however fast the machine is.
+    let progress = || std::fs::read_to_string(m.path.join(".zarrfs/progress")).unwrap();
 
     // Not a terminal: only the commit id, nothing on stderr.
-    write("quiet", 12_000);
-    let out = zarrfs(&m.path, &["commit", "-m", "quiet"]);
-    assert!(out.status.success());
+    std::fs::write(m.path.join("quiet"), "q").unwrap();
+    let gc = GcLike::hold(&repo);
+    let quiet = Command::new(BIN)
+        .args(["commit", "-m", "quiet"])
+        .current_dir(&m.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_to_see("\"waiting\"", progress);
+    // Past the delay after which a terminal would get a bar.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    drop(gc);
+    let out = quiet.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim().len(), 64, "{}", text(&out.stdout));
 
-    // A terminal (script(1) gives one): a progress bar.
-    write("loud", 12_000);
+    // A terminal (script(1) gives one): a bar that says what it waits for,
+    // and the commit lands once the gc ends.
+    std::fs::write(m.path.join("loud"), "l").unwrap();
+    let gc = GcLike::hold(&repo);
     let typescript = dir.path().join("typescript");
-    let command = format!("{BIN} commit -m loud");
-    let status = Command::new("script")
-        .args(["-q", "-e", "-c", &command])
+    let mut loud = Command::new("script")
+        .args(["-q", "-e", "-f", "-c", &format!("{BIN} commit -m loud")])
         .arg(&typescript)
         .current_dir(&m.path)
         .stdout(std::process::Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
-    let shown = text(&std::fs::read(&typescript).unwrap());
-    // Which phases a 100 ms poll catches depends on the machine's speed.
-    let phases = ["comparing", "storing", "committing"];
-    assert!(
-        phases.iter().any(|p| shown.contains(p)),
-        "no progress shown: {shown}"
-    );
+    let shown = || text(&std::fs::read(&typescript).unwrap_or_default());
+    wait_to_see("waiting for a gc to end", shown);
+    drop(gc);
+    assert!(loud.wait().unwrap().success(), "{}", shown());
+    let log = text(&zarrfs(&m.path, &["log"]).stdout);
+    assert!(log.contains("loud") && log.contains("quiet"), "{log}");
 }
 
 #[test]

@@ -168,7 +168,12 @@ impl ProgressReporter {
                 } else {
                     uncounted.clone()
                 });
-                bar.set_message(progress["phase"].as_str().unwrap_or("").to_owned());
+                let phase = match progress["phase"].as_str().unwrap_or("") {
+                    // Only a gc holds the repository's write lock against commits.
+                    "waiting" => "waiting for a gc to end",
+                    phase => phase,
+                };
+                bar.set_message(phase.to_owned());
                 bar.set_length(total);
                 bar.set_position(progress["done"].as_u64().unwrap_or(0));
                 bar.tick();

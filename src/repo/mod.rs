@@ -274,6 +274,15 @@ impl Repo {
         self.storage.lock(WRITE_LOCK, false)
     }
 
+    /// [`Repo::lock_for_commit`], calling `on_wait` first if a gc holds
+    /// the lock and the commit has to wait for it to end.
+    pub fn lock_for_commit_telling_wait(
+        &self,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<crate::storage::LockGuard> {
+        self.storage.lock_telling_wait(WRITE_LOCK, false, on_wait)
+    }
+
     pub fn sessions_dir(&self) -> PathBuf {
         self.path.join("sessions")
     }

@@ -357,7 +357,13 @@ impl Session {
         self.journal.flush()?;
         let repo = self.repo.clone();
         // No gc between storing the first object and moving the branch.
-        let _writing = repo.lock_for_commit()?;
+        let _writing = repo.lock_for_commit_telling_wait(|| {
+            progress(CommitProgress {
+                phase: "waiting",
+                done: 0,
+                total: 0,
+            })
+        })?;
         // One pass: each change is checked, its blob stored and its record
         // added to the change list, which goes to the object store a page
         // at a time.
