@@ -19,8 +19,9 @@ seeded random generator before the clock starts. A write times
 create_array + arr[:] = data (+ the commit); a read times open_array +
 arr[:] and checks the values against the same generator.
 
-Prints one JSON object: seconds, bytes, chunks, and the split of a write
-into write_seconds and commit_seconds.
+Prints one JSON object: seconds, bytes, chunks, the split of a write
+into write_seconds and commit_seconds, and cpu_seconds, the CPU time this
+process (all its threads) used in the timed part.
 """
 
 import argparse
@@ -67,6 +68,7 @@ def main():
         repo = icechunk.Repository.open_or_create(storage)
 
     commit_seconds = 0.0
+    cpu_start = time.process_time()
     if args.op == "write":
         start = time.perf_counter()
         session = None
@@ -101,6 +103,8 @@ def main():
         arr = zarr.open_array(store, path=args.array, mode="r")
         got = arr[:]
         end = time.perf_counter()
+    cpu = time.process_time() - cpu_start
+    if args.op == "read":
         if not np.array_equal(got, expected):
             raise SystemExit(f"zarr_e2e.py: {args.store}: read back different values")
 
@@ -110,6 +114,7 @@ def main():
         "commit_seconds": commit_seconds,
         "bytes": expected.nbytes,
         "chunks": nchunks,
+        "cpu_seconds": cpu,
     }))
 
 
