@@ -104,6 +104,9 @@ pub enum Command {
         json: bool,
     },
     /// Commit the session's changes (rebasing onto newer commits if they do not conflict)
+    ///
+    /// On a terminal, a commit that takes a while shows how far it is, and
+    /// one that waits for a running `zarrfs gc` says so.
     Commit {
         /// The commit message
         #[arg(short, long)]
