@@ -150,9 +150,8 @@ class Bench:
         self.made_base = not os.path.exists(base)
         os.makedirs(base, exist_ok=True)
         self.base = base
-        # Files deleted just before (a previous run's scratch, say) would
-        # slow this run's file creation down.
-        settle_deletions()
+        if not args.quick:
+            wait_for_deletions_to_settle(base)
         self.scratch = os.path.join(base, f"run.{os.getpid()}")
         os.makedirs(self.scratch)
         self.save_state()
@@ -275,7 +274,12 @@ class Bench:
             print(f"   --keep: scratch data left in {self.scratch}")
             return
         shutil.rmtree(self.scratch, ignore_errors=True)
-        settle_deletions()
+        if not self.args.quick:  # a quick run deletes too few files to matter
+            try:
+                with open(cleaned_marker(self.base), "w"):
+                    pass
+            except OSError:
+                pass
         if self.made_base:
             try:
                 os.rmdir(self.base)
@@ -696,16 +700,35 @@ class Bench:
 
 # -------------------------------------------------------------- helpers --
 
-def settle_deletions():
-    """Let inodes freed by a deletion be reused at full speed. ext4
-    without a journal (this project's VMs) skips a freed inode for 5
-    minutes while its inode table block is dirty, 5 seconds once it is
-    written back (fs/ext4/ialloc.c, recently_deleted), and creating a file
-    then scans past every such inode: 20,000 files of 4 KiB took 2.27 s
-    to create right after a full run's scratch was deleted, 0.65 s after
-    a sync, 0.54 s 10 s later. Elsewhere this costs a sync and 6 s."""
-    os.sync()
-    time.sleep(6)
+# ext4 without a journal (this project's VMs) will not reuse a freed inode
+# for 5 minutes after its deletion while its inode table block is dirty,
+# and creating a file in the block group scans past every such inode, with
+# new files dirtying the blocks again (fs/ext4/ialloc.c, recently_deleted,
+# RECENTCY_DIRTY). 20,000 files of 4 KiB took 12.5 s to create 4 minutes
+# after a full run's scratch (1.2 million files) was deleted, 0.54 s on a
+# settled filesystem; W2's plain side took 26-35 s instead of 3 s.
+DELETIONS_SETTLE = 305
+
+
+def cleaned_marker(base):
+    """A file beside the scratch base (which a run may remove) whose
+    mtime says when a run last deleted its scratch."""
+    parent, name = os.path.split(os.path.normpath(base))
+    return os.path.join(parent, f".{name}-cleaned")
+
+
+def wait_for_deletions_to_settle(base):
+    """Wait until a previous run's deletion of its scratch can no longer
+    slow this run's file creation down (see DELETIONS_SETTLE)."""
+    try:
+        since = time.time() - os.path.getmtime(cleaned_marker(base))
+    except OSError:
+        return
+    if since < DELETIONS_SETTLE:
+        wait = DELETIONS_SETTLE - since
+        print(f"== waiting {wait:.0f} s: the previous run deleted its scratch {since:.0f} s ago, "
+              "and ext4 creates files slowly for 5 minutes after a mass deletion", file=sys.stderr)
+        time.sleep(wait)
 
 
 def read_status(pid):
