@@ -156,3 +156,47 @@ fn zarrfs_gc_gives_back_what_a_discard_left_stored() {
         .unwrap();
     assert!(fsck.status.success(), "{}", mount_util::text(&fsck.stdout));
 }
+
+#[test]
+fn zarrfs_gc_says_when_it_waits_for_commits_in_progress() {
+    let scratch = Scratch::new();
+    // A commit holds the repository's write lock shared while it runs.
+    let commit_lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(scratch.repo.join("write.lock"))
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid descriptor; released when it closes.
+    assert_eq!(
+        unsafe { libc::flock(commit_lock.as_raw_fd(), libc::LOCK_SH) },
+        0
+    );
+    let mut gc = std::process::Command::new(mount_util::BIN)
+        .arg("gc")
+        .arg(&scratch.repo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // What gc says first; a gc that waits in silence says nothing.
+    let stderr = gc.stderr.take().unwrap();
+    let (tx, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line);
+        let _ = tx.send(line);
+    });
+    let said = said.recv_timeout(Duration::from_secs(60));
+    drop(commit_lock);
+    let out = gc.wait_with_output().unwrap();
+    let said = said.expect("gc said nothing for a minute while it waited");
+    assert!(
+        said.contains("waiting for the commits in progress"),
+        "{said:?}"
+    );
+    assert!(out.status.success());
+    let report = mount_util::text(&out.stdout);
+    assert!(report.contains("removed 0 unreferenced object"), "{report}");
+}

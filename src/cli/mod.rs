@@ -208,6 +208,9 @@ pub enum Command {
     /// a mount stored ahead of a commit and that were then removed,
     /// rewritten or discarded, and what crashed commits left. Commits wait
     /// while it runs
+    ///
+    /// It first waits for the commits in progress to end, saying so on
+    /// standard error.
     Gc {
         /// The repository
         repo: PathBuf,

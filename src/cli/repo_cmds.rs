@@ -296,7 +296,9 @@ pub fn gc(
         crate::session::remove_finished_sessions(&repo);
     }
     let options = crate::repo::gc::GcOptions { grace, dry_run };
-    let report = crate::repo::gc::gc(&repo, options)?;
+    let report = crate::repo::gc::gc_telling_wait(&repo, options, || {
+        eprintln!("zarrfs gc: waiting for the commits in progress to end")
+    })?;
     if json {
         println!(
             "{}",

@@ -67,7 +67,19 @@ pub struct GcReport {
 
 /// Mark what the commits reach, then sweep the rest (see the module doc).
 pub fn gc(repo: &Repo, options: GcOptions) -> io::Result<GcReport> {
-    let _exclusive = repo.storage().lock(super::WRITE_LOCK, true)?;
+    gc_telling_wait(repo, options, || {})
+}
+
+/// [`gc`], calling `on_wait` first if commits in progress hold the
+/// repository and gc has to wait for them to end.
+pub fn gc_telling_wait(
+    repo: &Repo,
+    options: GcOptions,
+    on_wait: impl FnOnce(),
+) -> io::Result<GcReport> {
+    let _exclusive = repo
+        .storage()
+        .lock_telling_wait(super::WRITE_LOCK, true, on_wait)?;
     let mut report = GcReport::default();
     let reachable = mark(repo, &mut report)?;
     report.reachable = reachable.len();
