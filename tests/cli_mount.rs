@@ -289,41 +289,19 @@ fn log_author(mount: &Path) -> String {
 
 /// Holds the repository's write lock as `zarrfs gc` does while it runs,
 /// so that a commit has to wait for as long as a test needs.
-struct GcLike {
-    _lock: std::fs::File,
-}
-
-impl GcLike {
-    fn hold(repo: &Path) -> GcLike {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(repo.join("write.lock"))
-            .unwrap();
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a valid descriptor; released when it closes.
-        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-        GcLike { _lock: file }
-    }
+fn hold_as_gc(repo: &Path) -> zarrfs::storage::LockGuard {
+    let repo = zarrfs::repo::Repo::open(repo).unwrap();
+    repo.storage().lock("write.lock", true).unwrap()
 }
 
 /// Waits, up to a minute, until `read` gives something containing `what`.
 fn wait_to_see(what: &str, read: impl Fn() -> String) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if read().contains(what) {
-            return;
-        }
-        if std::time::Instant::now() > until {
-            let last = read();
-            let tail: String = last.chars().rev().take(400).collect();
-            panic!(
-                "never saw {what:?}; last ended: {}",
-                tail.chars().rev().collect::<String>()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if !mount_util::eventually(std::time::Duration::from_secs(60), || read().contains(what)) {
+        let tail: String = read().chars().rev().take(400).collect();
+        panic!(
+            "never saw {what:?}; last ended: {}",
+            tail.chars().rev().collect::<String>()
+        );
     }
 }
 
@@ -347,7 +325,7 @@ fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
 
     // Not a terminal: only the commit id, nothing on stderr.
     std::fs::write(m.path.join("quiet"), "q").unwrap();
-    let gc = GcLike::hold(&repo);
+    let gc = hold_as_gc(&repo);
     let quiet = Command::new(BIN)
         .args(["commit", "-m", "quiet"])
         .current_dir(&m.path)
@@ -367,7 +345,7 @@ fn a_long_commit_shows_progress_on_a_terminal_and_is_quiet_otherwise() {
     // A terminal (script(1) gives one): a bar that says what it waits for,
     // and the commit lands once the gc ends.
     std::fs::write(m.path.join("loud"), "l").unwrap();
-    let gc = GcLike::hold(&repo);
+    let gc = hold_as_gc(&repo);
     let typescript = dir.path().join("typescript");
     let mut loud = Command::new("script")
         .args(["-q", "-e", "-f", "-c", &format!("{BIN} commit -m loud")])

@@ -13,9 +13,9 @@ use std::io::Read;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mount_util::{Mount, Scratch};
+use mount_util::{Mount, Scratch, eventually};
 use zarrfs::repo::ObjectId;
 
 /// Files in the chunk directory; named 0..N, whose natural order (the
@@ -86,20 +86,6 @@ fn read_chunk(m: &Mount, i: usize) {
         .read_to_end(&mut bytes)
         .unwrap();
     assert_eq!(bytes, content(i), "chunk {i}");
-}
-
-/// Wait until `done` holds, for at most `limit`; whether it did.
-fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Wait until the files of chunks `ahead` are in the page cache (for at

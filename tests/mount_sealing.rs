@@ -160,19 +160,11 @@ fn zarrfs_gc_gives_back_what_a_discard_left_stored() {
 #[test]
 fn zarrfs_gc_says_when_it_waits_for_commits_in_progress() {
     let scratch = Scratch::new();
-    // A commit holds the repository's write lock shared while it runs.
-    let commit_lock = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(scratch.repo.join("write.lock"))
+    // Held as a commit holds it while it runs.
+    let commit_lock = zarrfs::repo::Repo::open(&scratch.repo)
+        .unwrap()
+        .lock_for_commit()
         .unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid descriptor; released when it closes.
-    assert_eq!(
-        unsafe { libc::flock(commit_lock.as_raw_fd(), libc::LOCK_SH) },
-        0
-    );
     let mut gc = std::process::Command::new(mount_util::BIN)
         .arg("gc")
         .arg(&scratch.repo)

@@ -271,7 +271,7 @@ impl Repo {
     /// it from its first stored object until its branch has moved, so
     /// that gc never removes an object the commit is about to name.
     pub fn lock_for_commit(&self) -> io::Result<crate::storage::LockGuard> {
-        self.storage.lock(WRITE_LOCK, false)
+        self.lock_for_commit_telling_wait(|| {})
     }
 
     /// [`Repo::lock_for_commit`], calling `on_wait` first if a gc holds

@@ -10,6 +10,20 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_zarrfs");
 
+/// Wait until `done` holds, for at most `limit`; whether it did.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A scratch directory with a fresh repository in it.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
