@@ -19,6 +19,7 @@ Helpers, all in this directory:
   files.py      open/write/close and open/read/close of many files (W1-W4)
   committer.py  write files and commit in a loop through a mount (W5, W6)
   zarr_e2e.py   zarr-python 3 write/read on plain, zarrfs, Icechunk (W7)
+  guest_memory.py  keeps a VM's memory with the guest for a full run
 """
 
 import argparse
@@ -32,6 +33,7 @@ import subprocess
 import sys
 
 import committer  # this folder: the committing of W5 and W6's children too
+import guest_memory
 import time
 from dataclasses import dataclass, asdict
 
@@ -146,6 +148,7 @@ class Bench:
         self.passthrough = None   # as the first mount's status.json says
         self.io_uring = None      # likewise
         self.hwm = 0.0            # daemon VmHWM seen during the current phase, MiB
+        self.params_to_put_back: dict[str, str] = {}   # kernel parameter -> its value before
         base = os.path.abspath(args.dir)
         self.made_base = not os.path.exists(base)
         os.makedirs(base, exist_ok=True)
@@ -175,6 +178,8 @@ class Bench:
                 lines.append(f"pid {pid}")
         for proc in self.procs:
             lines.append(f"helper {proc.pid}")
+        for param, value in self.params_to_put_back.items():
+            lines.append(f"param {param} {value}")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -867,6 +872,10 @@ def main():
                    help="on: mount with --io-uring, the fuse module's enable_uring parameter set "
                    "for the run (root; put back after); off: without, the parameter unset "
                    "(default: without, the parameter as the machine has it)")
+    p.add_argument("--guest-memory", choices=["keep", "as-is"],
+                   help="keep (default for full runs): turn a VM's free page reporting off for the "
+                   "run and touch the free memory once (guest_memory.py; root; put back after); "
+                   "as-is (default with --quick): leave it as the machine has it")
     p.add_argument("--zarrfs", required=True, help=argparse.SUPPRESS)
     p.add_argument("--venv-python", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -917,8 +926,37 @@ def run(args, sizes, only):
     print(f"  load     {open('/proc/loadavg').read().strip()} (load average; other work on the machine skews results)")
     if not bench.can_drop:
         print("  note     not root: the page cache cannot be dropped before reads (W3, W7 reads are warm)")
-    print(flush=True)
+    try:
+        keep_guest_memory(args, bench, info)
+        print(flush=True)
+        return run_workloads(args, bench, info, only)
+    finally:
+        for param, value in bench.params_to_put_back.items():
+            with open(param, "w") as f:
+                f.write(value)
+        bench.params_to_put_back.clear()
+        bench.save_state()
 
+
+def keep_guest_memory(args, bench, info):
+    """--guest-memory keep: see guest_memory.py; the parameter goes back
+    in run(), or in scripts/bench's cleanup if this process dies."""
+    if (args.guest_memory or ("as-is" if args.quick else "keep")) == "as-is":
+        info["guest_memory"] = "as the machine has it"
+    else:
+        before, why = guest_memory.keep_with_guest()
+        if before is None:
+            info["guest_memory"] = why
+        else:
+            bench.params_to_put_back[guest_memory.ORDER] = before
+            bench.save_state()
+            gib, seconds = guest_memory.touch_free_memory()
+            info["guest_memory"] = (f"kept with the guest (free page reporting off for the run; "
+                                    f"{gib:.1f} GiB of free memory touched first, in {seconds:.0f} s)")
+    print(f"  guest    {info['guest_memory']}")
+
+
+def run_workloads(args, bench, info, only):
     started = time.time()
     broken = False
     plan = []
@@ -957,7 +995,8 @@ def run(args, sizes, only):
     info["passthrough"] = bench.passthrough
     info["io_uring"] = bench.io_uring
     print(f"\nResults ({'quick' if args.quick else 'full'} sizes, {time.time() - started:.0f} s; "
-          f"FUSE passthrough: {bench.passthrough}; FUSE over io_uring: {bench.io_uring}):\n")
+          f"FUSE passthrough: {bench.passthrough}; FUSE over io_uring: {bench.io_uring}; "
+          f"VM memory: {info['guest_memory']}):\n")
     print_table(bench.rows)
     missed = [r.workload for r in bench.rows if r.passed is False]
     print()
