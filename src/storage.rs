@@ -200,6 +200,40 @@ impl Storage {
         exclusive: bool,
         on_wait: impl FnOnce(),
     ) -> io::Result<LockGuard> {
+        let file = match self.lock_file_if_free(name, exclusive)? {
+            Ok(guard) => return Ok(guard),
+            Err(file) => file,
+        };
+        on_wait();
+        let how = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: flock on a valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+                return Ok(LockGuard { _file: file });
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
+    /// [`Storage::lock`] if nobody holds it in a conflicting way now;
+    /// `None` instead of waiting.
+    pub fn try_lock(&self, name: &str, exclusive: bool) -> io::Result<Option<LockGuard>> {
+        Ok(self.lock_file_if_free(name, exclusive)?.ok())
+    }
+
+    /// The lock taken without waiting, or its file, open, if it is held.
+    fn lock_file_if_free(
+        &self,
+        name: &str,
+        exclusive: bool,
+    ) -> io::Result<Result<LockGuard, File>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -213,23 +247,13 @@ impl Storage {
         };
         // SAFETY: flock on a valid descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
-            return Ok(LockGuard { _file: file });
+            return Ok(Ok(LockGuard { _file: file }));
         }
         let error = io::Error::last_os_error();
         if error.kind() != ErrorKind::WouldBlock {
             return Err(error);
         }
-        on_wait();
-        loop {
-            // SAFETY: flock on a valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
-                return Ok(LockGuard { _file: file });
-            }
-            let error = io::Error::last_os_error();
-            if error.kind() != ErrorKind::Interrupted {
-                return Err(error);
-            }
-        }
+        Ok(Err(file))
     }
 
     /// Make the given keys, and the directory entries naming them, durable.

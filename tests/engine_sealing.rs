@@ -158,3 +158,90 @@ fn a_resumed_session_commits_files_sealed_before_it_stopped() {
     resumed.commit("resumed").unwrap();
     assert_eq!(committed(&repo, "a"), b"sealed, then the daemon stopped");
 }
+
+/// How many names the store's object for `bytes` has.
+fn object_links(repo: &Repo, bytes: &[u8]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(repo.objects().blob_path(ObjectId::of(bytes)))
+        .unwrap()
+        .nlink()
+}
+
+/// Wait until the committed session's files, removed in the background,
+/// are gone: then the object for `bytes` has its store name only.
+fn wait_for_one_link(repo: &Repo, bytes: &[u8]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while object_links(repo, bytes) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committed session's staged file still names the object"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_file_with_bytes_stored_already_becomes_that_object_and_keeps_its_time() {
+    let (_dir, repo, mut session) = session();
+    session.write_file("a", b"the same chunk").unwrap();
+    session.commit("a").unwrap();
+    wait_for_one_link(&repo, b"the same chunk");
+
+    // The same bytes again under another name, as a rerun writes them.
+    let sealer = session.sealer();
+    session.write_file("b", b"the same chunk").unwrap();
+    let written_at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    session.set_mtime("b", written_at).unwrap();
+    assert_eq!(seal_all(&sealer), 1);
+    assert_eq!(
+        session.sealed_files(),
+        1,
+        "sealed without being stored again"
+    );
+    assert_eq!(
+        object_links(&repo, b"the same chunk"),
+        2,
+        "the staged file is a name of the stored object now"
+    );
+    assert_eq!(session.stat("b").unwrap().unwrap().mtime, written_at);
+    assert_eq!(session.read_file("b").unwrap(), b"the same chunk");
+
+    // Written again, it is copied: the committed object never changes.
+    let handle = session.open_write("b", false).unwrap();
+    (&*handle.file).write_all(b", and more").unwrap();
+    session.release_write(handle.staged);
+    assert_eq!(session.read_file("b").unwrap(), b"the same chunk, and more");
+    assert_eq!(
+        object_bytes(&repo, b"the same chunk").as_deref(),
+        Some(&b"the same chunk"[..])
+    );
+    session.write_file("c", b"the same chunk").unwrap();
+    assert_eq!(seal_all(&sealer), 2, "b's new bytes, and c");
+    session.commit("b and c").unwrap();
+    assert_eq!(committed(&repo, "a"), b"the same chunk");
+    assert_eq!(committed(&repo, "b"), b"the same chunk, and more");
+    assert_eq!(committed(&repo, "c"), b"the same chunk");
+}
+
+#[test]
+fn while_a_gc_runs_a_file_with_stored_bytes_is_left_to_the_commit() {
+    let (_dir, repo, mut session) = session();
+    session.write_file("a", b"stored once").unwrap();
+    session.commit("a").unwrap();
+    wait_for_one_link(&repo, b"stored once");
+
+    let sealer = session.sealer();
+    session.write_file("b", b"stored once").unwrap();
+    // gc holds the write lock exclusively for its whole run.
+    let gc = repo.storage().lock("write.lock", true).unwrap();
+    assert_eq!(seal_all(&sealer), 0);
+    assert_eq!(session.sealed_files(), 0);
+    assert_eq!(
+        object_links(&repo, b"stored once"),
+        1,
+        "no second link made"
+    );
+    drop(gc);
+    session.commit("b").unwrap();
+    assert_eq!(committed(&repo, "b"), b"stored once");
+}

@@ -283,6 +283,12 @@ impl Repo {
         self.storage.lock_telling_wait(WRITE_LOCK, false, on_wait)
     }
 
+    /// [`Repo::lock_for_commit`] if no gc runs now; `None` instead of
+    /// waiting for it.
+    pub fn try_lock_for_commit(&self) -> io::Result<Option<crate::storage::LockGuard>> {
+        self.storage.try_lock(WRITE_LOCK, false)
+    }
+
     pub fn sessions_dir(&self) -> PathBuf {
         self.path.join("sessions")
     }

@@ -10,7 +10,10 @@
 //! never change, so the next write open of its path copies it into a new
 //! staged file, as for a committed file (`Session::open_write`). A commit
 //! takes a sealed file's id and size as they are: no stat, hash or link
-//! per file, and little data left to make durable.
+//! per file, and little data left to make durable. A file whose bytes
+//! the store holds already becomes that object instead (its staged name
+//! is made a link of the object), so that the copy's dirty pages are
+//! dropped unwritten.
 //!
 //! ```text
 //! release_write ──> queued ──(closed for a moment; not open)──> sealed
@@ -196,6 +199,8 @@ impl Sealer {
         in_use: &dyn Fn(u64) -> bool,
     ) -> SealPass {
         let mut pass = SealPass::default();
+        // Taken for the pass at the first file the store has already.
+        let mut gc_held_off = GcHold::NotAsked;
         for (n, ticket) in self.take_due(delay, limit, in_use) {
             // A file removed meanwhile (its session ended) is skipped.
             let Some((file, hashed)) = self.hash(n).ok() else {
@@ -233,10 +238,27 @@ impl Sealer {
                     start_writeback(&file, hashed.size);
                 }
                 Ok(false) => {
-                    // The store had these bytes already, maybe as an object
-                    // nothing names, which `zarrfs gc` could remove before
-                    // the commit: the commit links the file itself, under
-                    // the lock that keeps gc away. It still never changes.
+                    // The store has these bytes already. The staged copy
+                    // need never reach the disk: it becomes the object.
+                    drop(state);
+                    let shared = self.become_stored_object(n, &key, &mut gc_held_off);
+                    let mut state = self.seals.lock();
+                    match shared {
+                        Ok(true) => {
+                            if let Some(sealing) = state.sealed.get_mut(&n) {
+                                sealing.linked = true;
+                            }
+                            pass.sealed += 1;
+                        }
+                        // A gc runs, or removed the object meanwhile: the
+                        // commit stores the file, under the lock that keeps
+                        // gc away. It still never changes.
+                        Ok(false) => {}
+                        Err(e) => {
+                            state.sealed.remove(&n);
+                            tracing::debug!(staged = n, error = %e, "sealing a staged file as a stored object failed");
+                        }
+                    }
                 }
                 Err(e) => {
                     // The commit will store it; sealing is only a head start.
@@ -247,6 +269,43 @@ impl Sealer {
         }
         pass.more = !self.seals.lock().queue.is_empty();
         pass
+    }
+
+    /// Staged file `n` holds the bytes of the object at `key`: make the
+    /// staged name another link of the object, replacing the staged copy,
+    /// whose dirty pages then go with it unwritten. The file keeps the
+    /// mtime the session gave it (the object's is only gc's grace clock).
+    /// `Ok(false)` if a gc runs or the object is gone; nothing changed.
+    fn become_stored_object(&self, n: u64, key: &str, gc: &mut GcHold) -> io::Result<bool> {
+        if let GcHold::NotAsked = gc {
+            // gc removes objects with a single link; holding it off while
+            // the second link is made keeps it from judging this one on
+            // the link count from before.
+            *gc = match self.repo.try_lock_for_commit()? {
+                Some(guard) => GcHold::Held { _guard: guard },
+                None => GcHold::GcRuns,
+            };
+        }
+        if let GcHold::GcRuns = gc {
+            return Ok(false);
+        }
+        let staged = self.staged_dir.join(n.to_string());
+        let link = self.staged_dir.join(format!("{n}.stored"));
+        let mtime = std::fs::metadata(&staged)?.modified()?;
+        match std::fs::hard_link(self.repo.storage().path_of(key), &link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // futimens needs the owner, not write permission.
+        let replaced = File::open(&link)
+            .and_then(|object| object.set_modified(mtime))
+            .and_then(|()| std::fs::rename(&link, &staged));
+        if let Err(e) = replaced {
+            let _ = std::fs::remove_file(&link);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Make what was sealed durable now (with everything else written to
@@ -301,6 +360,14 @@ impl Sealer {
         let id = ObjectId::of_file(&file)?;
         Ok((file, SealedFile { id, size }))
     }
+}
+
+/// Whether a seal pass holds `zarrfs gc` off (see
+/// [`Sealer::become_stored_object`]).
+enum GcHold {
+    NotAsked,
+    Held { _guard: crate::storage::LockGuard },
+    GcRuns,
 }
 
 /// Files smaller than this are left to the worker's periodic sync: one
