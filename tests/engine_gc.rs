@@ -131,13 +131,35 @@ fn bytes_the_store_had_as_garbage_are_stored_again_by_the_commit() {
     assert_eq!(seal_all(&sealer), 1);
     session.discard().unwrap();
 
-    // The store has the bytes, named by nothing: sealing finds them there
-    // and leaves the file to the commit.
+    // The store has the bytes, named by nothing. Sealing while a gc runs
+    // (holding the write lock) finds them there and leaves the file to
+    // the commit, and the gc removes them.
     session.write_file("b", b"same bytes").unwrap();
+    let running_gc = repo.storage().lock("write.lock", true).unwrap();
     assert_eq!(seal_all(&session.sealer()), 0);
+    drop(running_gc);
     settle(&repo);
     assert_eq!(gc(&repo, now()).unwrap().removed, 1);
     assert!(!stored(&repo, b"same bytes"));
+    session.commit("b").unwrap();
+    assert_eq!(committed(&repo, "b"), b"same bytes");
+    assert!(fsck(&repo).unwrap().is_clean());
+}
+
+#[test]
+fn garbage_a_file_was_sealed_as_is_kept_for_its_commit() {
+    let (_dir, repo) = repo();
+    let (mut session, sealer) = start(&repo);
+    session.write_file("a", b"same bytes").unwrap();
+    assert_eq!(seal_all(&sealer), 1);
+    session.discard().unwrap();
+
+    // Sealing with no gc running makes the file a name of that object.
+    session.write_file("b", b"same bytes").unwrap();
+    assert_eq!(seal_all(&session.sealer()), 1);
+    settle(&repo);
+    let report = gc(&repo, now()).unwrap();
+    assert_eq!((report.removed, report.kept_sealed), (0, 1), "{report:?}");
     session.commit("b").unwrap();
     assert_eq!(committed(&repo, "b"), b"same bytes");
     assert!(fsck(&repo).unwrap().is_clean());
