@@ -4,7 +4,7 @@ On a VM with a virtio balloon that reports free pages (Firecracker's, and
 this project's VMs), the guest hands every 2 MiB block that stays free for
 a moment back to the host, and the next program that gets it waits for the
 host to hand it out again. A write of 1 GiB through zarr-python then takes
-0.8 s or 2.1 s on the same plain directory, depending on how much of its
+0.8 s or 2.3 s on the same plain directory, depending on how much of its
 memory came back from the host, and its CPU time 1.2 s or 3.4 s: that
 tax, not the store, decided most ratios of earlier full runs (issue 5).
 
