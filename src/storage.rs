@@ -27,6 +27,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// an `fsync(2)` per file.
 pub const SYNCFS_THRESHOLD: usize = 64;
 
+/// The flock(2) operation for a shared or an exclusive lock.
+fn flock_mode(exclusive: bool) -> libc::c_int {
+    if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    }
+}
+
 /// A directory holding the repository's files.
 #[derive(Debug)]
 pub struct Storage {
@@ -205,14 +214,9 @@ impl Storage {
             Err(file) => file,
         };
         on_wait();
-        let how = if exclusive {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_SH
-        };
         loop {
             // SAFETY: flock on a valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+            if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive)) } == 0 {
                 return Ok(LockGuard { _file: file });
             }
             let error = io::Error::last_os_error();
@@ -240,13 +244,8 @@ impl Storage {
             .create(true)
             .truncate(false)
             .open(self.root.join(name))?;
-        let how = if exclusive {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_SH
-        };
         // SAFETY: flock on a valid descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0 {
             return Ok(Ok(LockGuard { _file: file }));
         }
         let error = io::Error::last_os_error();

@@ -223,10 +223,20 @@ impl Sealer {
             }
             // From here on the file is never written in place, so it may
             // become an object.
-            let linked = self
+            let linked = match self
                 .repo
                 .storage()
-                .put_file_link(&key, &self.staged_dir.join(n.to_string()));
+                .put_file_link(&key, &self.staged_dir.join(n.to_string()))
+            {
+                Ok(true) => {
+                    start_writeback(&file, hashed.size);
+                    Ok(true)
+                }
+                // The store has these bytes already. The staged copy need
+                // never reach the disk: it becomes the object.
+                Ok(false) => self.become_stored_object(n, &file, &key, &mut gc_held_off),
+                Err(e) => Err(e),
+            };
             let mut state = self.seals.lock();
             match linked {
                 Ok(true) => {
@@ -234,32 +244,11 @@ impl Sealer {
                         sealing.linked = true;
                     }
                     pass.sealed += 1;
-                    drop(state);
-                    start_writeback(&file, hashed.size);
                 }
-                Ok(false) => {
-                    // The store has these bytes already. The staged copy
-                    // need never reach the disk: it becomes the object.
-                    drop(state);
-                    let shared = self.become_stored_object(n, &key, &mut gc_held_off);
-                    let mut state = self.seals.lock();
-                    match shared {
-                        Ok(true) => {
-                            if let Some(sealing) = state.sealed.get_mut(&n) {
-                                sealing.linked = true;
-                            }
-                            pass.sealed += 1;
-                        }
-                        // A gc runs, or removed the object meanwhile: the
-                        // commit stores the file, under the lock that keeps
-                        // gc away. It still never changes.
-                        Ok(false) => {}
-                        Err(e) => {
-                            state.sealed.remove(&n);
-                            tracing::debug!(staged = n, error = %e, "sealing a staged file as a stored object failed");
-                        }
-                    }
-                }
+                // A gc runs, or removed the object meanwhile: the commit
+                // stores the file, under the lock that keeps gc away. It
+                // still never changes.
+                Ok(false) => {}
                 Err(e) => {
                     // The commit will store it; sealing is only a head start.
                     state.sealed.remove(&n);
@@ -271,12 +260,19 @@ impl Sealer {
         pass
     }
 
-    /// Staged file `n` holds the bytes of the object at `key`: make the
+    /// Staged file `n`, open as `file`, holds the bytes of the object at
+    /// `key`: make the
     /// staged name another link of the object, replacing the staged copy,
     /// whose dirty pages then go with it unwritten. The file keeps the
     /// mtime the session gave it (the object's is only gc's grace clock).
     /// `Ok(false)` if a gc runs or the object is gone; nothing changed.
-    fn become_stored_object(&self, n: u64, key: &str, gc: &mut GcHold) -> io::Result<bool> {
+    fn become_stored_object(
+        &self,
+        n: u64,
+        file: &File,
+        key: &str,
+        gc: &mut GcHold,
+    ) -> io::Result<bool> {
         if let GcHold::NotAsked = gc {
             // gc removes objects with a single link; holding it off while
             // the second link is made keeps it from judging this one on
@@ -291,7 +287,7 @@ impl Sealer {
         }
         let staged = self.staged_dir.join(n.to_string());
         let link = self.staged_dir.join(format!("{n}.stored"));
-        let mtime = std::fs::metadata(&staged)?.modified()?;
+        let mtime = file.metadata()?.modified()?;
         match std::fs::hard_link(self.repo.storage().path_of(key), &link) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
