@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod session_util;
 
-use session_util::{committed, seal_all};
+use session_util::{committed, seal_all, settle};
 use zarrfs::repo::gc::{GcOptions, gc};
 use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo, fsck::fsck};
 use zarrfs::session::{Sealer, Session, SessionOptions};
@@ -22,22 +22,6 @@ fn start(repo: &Arc<Repo>) -> (Session, Sealer) {
     let session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
     let sealer = session.sealer();
     (session, sealer)
-}
-
-/// Wait until finished sessions' files are gone: they are removed in the
-/// background, and until then their staged files keep objects linked.
-fn settle(repo: &Repo) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let doomed = || {
-        std::fs::read_dir(repo.path().join("tmp"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("doomed-"))
-    };
-    while doomed() {
-        assert!(std::time::Instant::now() < deadline, "sessions not removed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn now() -> GcOptions {
@@ -123,13 +107,20 @@ fn gc_keeps_objects_changed_within_the_grace_period() {
     assert!(stored(&repo, b"sealed and discarded"));
 }
 
+/// A session that sealed `bytes` as "a" and discarded it: the store holds
+/// them, named by nothing.
+fn session_that_left_garbage(repo: &Arc<Repo>, bytes: &[u8]) -> Session {
+    let (mut session, sealer) = start(repo);
+    session.write_file("a", bytes).unwrap();
+    assert_eq!(seal_all(&sealer), 1);
+    session.discard().unwrap();
+    session
+}
+
 #[test]
 fn bytes_the_store_had_as_garbage_are_stored_again_by_the_commit() {
     let (_dir, repo) = repo();
-    let (mut session, sealer) = start(&repo);
-    session.write_file("a", b"same bytes").unwrap();
-    assert_eq!(seal_all(&sealer), 1);
-    session.discard().unwrap();
+    let mut session = session_that_left_garbage(&repo, b"same bytes");
 
     // The store has the bytes, named by nothing. Sealing while a gc runs
     // (holding the write lock) finds them there and leaves the file to
@@ -149,10 +140,7 @@ fn bytes_the_store_had_as_garbage_are_stored_again_by_the_commit() {
 #[test]
 fn garbage_a_file_was_sealed_as_is_kept_for_its_commit() {
     let (_dir, repo) = repo();
-    let (mut session, sealer) = start(&repo);
-    session.write_file("a", b"same bytes").unwrap();
-    assert_eq!(seal_all(&sealer), 1);
-    session.discard().unwrap();
+    let mut session = session_that_left_garbage(&repo, b"same bytes");
 
     // Sealing with no gc running makes the file a name of that object.
     session.write_file("b", b"same bytes").unwrap();

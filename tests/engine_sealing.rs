@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod session_util;
 
-use session_util::{committed, seal_all};
+use session_util::{committed, seal_all, settle};
 use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo};
 use zarrfs::session::{Session, SessionOptions};
 
@@ -167,25 +167,20 @@ fn object_links(repo: &Repo, bytes: &[u8]) -> u64 {
         .nlink()
 }
 
-/// Wait until the committed session's files, removed in the background,
-/// are gone: then the object for `bytes` has its store name only.
-fn wait_for_one_link(repo: &Repo, bytes: &[u8]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while object_links(repo, bytes) != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the committed session's staged file still names the object"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// A session whose first commit stored `bytes` as "a", once that
+/// session's files are gone: the object has its store name only.
+fn session_after_committing(bytes: &[u8]) -> (tempfile::TempDir, Arc<Repo>, Session) {
+    let (dir, repo, mut session) = session();
+    session.write_file("a", bytes).unwrap();
+    session.commit("a").unwrap();
+    settle(&repo);
+    assert_eq!(object_links(&repo, bytes), 1);
+    (dir, repo, session)
 }
 
 #[test]
 fn a_file_with_bytes_stored_already_becomes_that_object_and_keeps_its_time() {
-    let (_dir, repo, mut session) = session();
-    session.write_file("a", b"the same chunk").unwrap();
-    session.commit("a").unwrap();
-    wait_for_one_link(&repo, b"the same chunk");
+    let (_dir, repo, mut session) = session_after_committing(b"the same chunk");
 
     // The same bytes again under another name, as a rerun writes them.
     let sealer = session.sealer();
@@ -225,10 +220,7 @@ fn a_file_with_bytes_stored_already_becomes_that_object_and_keeps_its_time() {
 
 #[test]
 fn while_a_gc_runs_a_file_with_stored_bytes_is_left_to_the_commit() {
-    let (_dir, repo, mut session) = session();
-    session.write_file("a", b"stored once").unwrap();
-    session.commit("a").unwrap();
-    wait_for_one_link(&repo, b"stored once");
+    let (_dir, repo, mut session) = session_after_committing(b"stored once");
 
     let sealer = session.sealer();
     session.write_file("b", b"stored once").unwrap();

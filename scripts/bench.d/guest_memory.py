@@ -48,11 +48,6 @@ def keep_with_guest():
     return before, None
 
 
-def put_back(before):
-    with open(ORDER, "w") as f:
-        f.write(before)
-
-
 def touch_free_memory():
     """Fault in all free memory but MARGIN once, in a child process, so
     that the host backs every page the run will get; return (GiB touched,

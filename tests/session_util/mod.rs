@@ -1,5 +1,6 @@
 //! Helpers for the tests that drive sessions as a library: sealing
-//! everything at once, and reading what a branch committed.
+//! everything at once, reading what a branch committed, and waiting for
+//! finished sessions' files to go.
 
 #![allow(dead_code)]
 
@@ -25,4 +26,20 @@ pub fn committed(repo: &Repo, path: &str) -> Vec<u8> {
         .unwrap()
         .unwrap_or_else(|| panic!("{path} is not committed"));
     repo.objects().get(entry.id).unwrap()
+}
+
+/// Wait until finished sessions' files are gone: they are removed in the
+/// background, and until then their staged files keep objects linked.
+pub fn settle(repo: &Repo) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let doomed = || {
+        std::fs::read_dir(repo.path().join("tmp"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("doomed-"))
+    };
+    while doomed() {
+        assert!(std::time::Instant::now() < deadline, "sessions not removed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
