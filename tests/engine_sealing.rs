@@ -119,6 +119,49 @@ fn files_wait_while_open_or_closed_too_recently() {
 }
 
 #[test]
+fn a_file_renamed_after_it_closed_is_sealed_without_waiting() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    let hour = Duration::from_secs(3600);
+    // zarr-python's pattern: write a temporary file, close it, rename it.
+    session.write_file("c/0.partial", b"chunk zero").unwrap();
+    session.write_file("c/1.partial", b"chunk one").unwrap();
+    session.rename("c/0.partial", "c/0").unwrap();
+    let pass = sealer.seal_due(hour, usize::MAX, &|_| false);
+    assert_eq!((pass.sealed, pass.more), (1, true), "the renamed file only");
+    assert!(object_bytes(&repo, b"chunk zero").is_some());
+    assert_eq!(
+        object_bytes(&repo, b"chunk one"),
+        None,
+        "waits for the delay"
+    );
+
+    // Renamed while still open for writing: it may be written on, so it
+    // waits for the delay after it closes, as any other.
+    let handle = session.create("c/2.partial", 0o644).unwrap();
+    (&*handle.file).write_all(b"chunk two").unwrap();
+    session.rename("c/2.partial", "c/2").unwrap();
+    session.release_write(handle.staged);
+    assert_eq!(sealer.seal_due(hour, usize::MAX, &|_| false).sealed, 0);
+
+    // Renamed, then opened for writing again before a pass: not sealed.
+    session.rename("c/1.partial", "c/1").unwrap();
+    let handle = session.open_write("c/1", false).unwrap();
+    assert_eq!(sealer.seal_due(hour, usize::MAX, &|_| false).sealed, 0);
+    (&*handle.file).write_all(b"CHUNK").unwrap();
+    session.release_write(handle.staged);
+
+    // A sealed file renamed again is the same object.
+    session.rename("c/0", "c/zero").unwrap();
+    assert_eq!(sealer.seal_due(hour, usize::MAX, &|_| false).sealed, 0);
+    assert_eq!(session.sealed_files(), 1);
+    session.commit("three chunks").unwrap();
+    assert_eq!(committed(&repo, "c/zero"), b"chunk zero");
+    assert_eq!(committed(&repo, "c/1"), b"CHUNK one");
+    assert_eq!(committed(&repo, "c/2"), b"chunk two");
+}
+
+#[test]
 fn renamed_removed_and_discarded_files_behave_as_unsealed_ones() {
     let (_dir, repo, mut session) = session();
     let sealer = session.sealer();

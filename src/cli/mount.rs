@@ -57,8 +57,9 @@ pub struct MountArgs {
     /// How long a closed file waits before the daemon stores it in the
     /// repository ahead of the commit ("300ms", "2s"; "off": commits store
     /// every file themselves). Files rewritten or removed sooner are not
-    /// stored for nothing; what is stored and then dropped is disk space
-    /// that `zarrfs gc` gives back
+    /// stored for nothing; a file renamed after it closed is stored at once.
+    /// What is stored and then dropped is disk space that `zarrfs gc` gives
+    /// back
     #[arg(long, value_name = "DURATION", value_parser = parse_seal_delay)]
     pub seal_delay: Option<SealDelay>,
     /// Take the kernel's requests from FUSE's per-CPU io_uring queues

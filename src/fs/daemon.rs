@@ -29,7 +29,8 @@ pub const SPIN: Duration = Duration::from_micros(500);
 
 /// How long a closed file waits before it is sealed (stored ahead of the
 /// commit), so that files removed or rewritten at once, such as
-/// temporary files, are not stored for nothing.
+/// temporary files, are not stored for nothing. A file renamed after it
+/// closed does not wait (see `session::sealing`).
 pub const SEAL_DELAY: Duration = Duration::from_millis(300);
 
 /// How often the sealing worker looks for closed files, and how many it

@@ -3,7 +3,8 @@
 //!
 //! A staged file whose last write handle closed is *queued*. A worker (the
 //! mount runs one, see `fs::daemon`) takes the files that stayed closed
-//! for a moment, hashes each, links it into the object store under its
+//! for a moment, or were renamed since they closed (a temporary file
+//! renamed into place is final), hashes each, links it into the object store under its
 //! hash (the same inode: no bytes are copied) and starts the writeback of
 //! large ones (small ones go with its periodic sync).
 //! From then on the file is *sealed*: its inode is an object, which must
@@ -62,6 +63,11 @@ struct State {
     /// Closed files in the order they closed: (staged number, ticket,
     /// when). An entry whose ticket is no longer in `tickets` is void.
     queue: VecDeque<(u64, u64, Instant)>,
+    /// Closed files renamed since, due at once: (staged number, ticket).
+    /// Writing a temporary file and renaming it into place (zarr-python,
+    /// editors, rsync) says the file is final, so waiting out the delay
+    /// would only leave it to the commit.
+    renamed: VecDeque<(u64, u64)>,
     /// The live ticket of each queued file; a write open takes it away.
     tickets: HashMap<u64, u64>,
     next_ticket: u64,
@@ -113,6 +119,19 @@ impl Seals {
         state.queue.push_back((n, ticket, Instant::now()));
     }
 
+    /// Closed staged file `n` was renamed: it is due at once. A file still
+    /// open for writing, or sealed already, is left as it is.
+    pub fn renamed(&self, n: u64) {
+        let mut state = self.lock();
+        if !state.tickets.contains_key(&n) {
+            return;
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.tickets.insert(n, ticket); // voids its entry in `queue`
+        state.renamed.push_back((n, ticket));
+    }
+
     /// Staged file `n` is opened for writing: it leaves the queue. If it
     /// is sealed already, it must not be written in place: the caller
     /// copies it up, and `n` is forgotten.
@@ -155,6 +174,7 @@ impl Seals {
         let mut state = self.lock();
         state.retired = true;
         state.queue.clear();
+        state.renamed.clear();
         state.tickets.clear();
         state.sealed.clear();
     }
@@ -256,7 +276,10 @@ impl Sealer {
                 }
             }
         }
-        pass.more = !self.seals.lock().queue.is_empty();
+        pass.more = {
+            let state = self.seals.lock();
+            !state.queue.is_empty() || !state.renamed.is_empty()
+        };
         pass
     }
 
@@ -316,8 +339,8 @@ impl Sealer {
         synced
     }
 
-    /// Take the queued files that are due, at most `limit`, putting back
-    /// those that are open.
+    /// Take the queued files that are due, renamed ones first, at most
+    /// `limit`, putting back those that are open.
     fn take_due(
         &self,
         delay: Duration,
@@ -329,13 +352,16 @@ impl Sealer {
         let mut due = Vec::new();
         let mut busy = Vec::new();
         while due.len() < limit {
-            let Some(&(n, ticket, since)) = state.queue.front() else {
-                break;
+            let (n, ticket) = match state.renamed.pop_front() {
+                Some(renamed) => renamed,
+                None => match state.queue.front() {
+                    Some(&(n, ticket, since)) if now.duration_since(since) >= delay => {
+                        state.queue.pop_front();
+                        (n, ticket)
+                    }
+                    _ => break,
+                },
             };
-            if now.duration_since(since) < delay {
-                break;
-            }
-            state.queue.pop_front();
             if state.tickets.get(&n) != Some(&ticket) {
                 continue;
             }

@@ -607,6 +607,9 @@ impl Session {
                 self.journal
                     .insert(to, JournalEntry::File { source, mode })?;
                 self.remove_path(from)?;
+                if let FileSource::Staged(n) = source {
+                    self.seals.renamed(n);
+                }
             }
             Found::Dir => {
                 let below = self.subtree(from)?;
