@@ -890,20 +890,15 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
 
-    uring_before = set_enable_uring(args.io_uring) if args.io_uring else None
-    try:
-        return run(args, sizes, only)
-    finally:
-        if uring_before is not None:
-            set_enable_uring(uring_before)
+    return run(args, sizes, only)
 
 
 ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 
 
 def set_enable_uring(value):
-    """Set the fuse module's enable_uring parameter ("on"/"off", or a
-    value read from it before); return what it was."""
+    """Set the fuse module's enable_uring parameter ("on" or "off");
+    return what it was."""
     try:
         with open(ENABLE_URING) as f:
             before = f.read().strip()
@@ -927,6 +922,11 @@ def run(args, sizes, only):
     if not bench.can_drop:
         print("  note     not root: the page cache cannot be dropped before reads (W3, W7 reads are warm)")
     try:
+        if args.io_uring:
+            # Put back in the finally below, or by scripts/bench's cleanup
+            # if this process dies.
+            bench.params_to_put_back[ENABLE_URING] = set_enable_uring(args.io_uring)
+            bench.save_state()
         keep_guest_memory(args, bench, info)
         print(flush=True)
         return run_workloads(args, bench, info, only)
