@@ -90,6 +90,7 @@ mod dev_fuse;
 /// Experimental APIs
 #[cfg(feature = "experimental")]
 pub mod experimental;
+mod follow;
 mod forget_one;
 mod ll;
 mod mnt;

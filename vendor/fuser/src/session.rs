@@ -690,7 +690,9 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
 
 /// What a reader got from the device.
 enum Received {
-    Request(usize),
+    /// A request of this size; `spun`: read while spinning after this
+    /// thread's previous request, not after a wait in poll.
+    Request { size: usize, spun: bool },
     /// Another thread reads; this one was asked to read again.
     Resumed,
     /// The device is gone, or the kernel asked the session to end.
@@ -720,9 +722,10 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // Spin only right after a request of this thread's: a thread asked
         // to read because the others are busy would take CPU they need.
         let mut spin = std::time::Duration::ZERO;
+        let mut follower = crate::follow::Follower::new();
         loop {
-            let size = match self.receive_spinning(readers, buf, spin)? {
-                Received::Request(size) => size,
+            let (size, spun) = match self.receive_spinning(readers, buf, spin)? {
+                Received::Request { size, spun } => (size, spun),
                 Received::Resumed => {
                     spin = std::time::Duration::ZERO;
                     continue;
@@ -739,6 +742,8 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 req.reply::<ReplyEmpty>().ok();
                 return Ok(());
             }
+            // Spinning for one client thread, be where it runs (follow.rs).
+            follower.request(req.request.pid().as_raw() as u32, spun);
             readers.got_request();
             req.dispatch(self);
             readers.done_request();
@@ -757,7 +762,12 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let started = std::time::Instant::now();
         loop {
             match self.ch.receive_nonblocking(buf) {
-                Ok(Some(size)) => return Ok(Received::Request(size)),
+                Ok(Some(size)) => {
+                    return Ok(Received::Request {
+                        size,
+                        spun: !spin.is_zero(),
+                    });
+                }
                 Ok(None) => {}
                 Err(nix::errno::Errno::ENODEV) => return Ok(Received::Gone),
                 Err(err) => return Err(err.into()),
