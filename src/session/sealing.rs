@@ -4,9 +4,9 @@
 //! A staged file whose last write handle closed is *queued*. A worker (the
 //! mount runs one, see `fs::daemon`) takes the files that stayed closed
 //! for a moment, or were renamed since they closed (a temporary file
-//! renamed into place is final), hashes each, links it into the object store under its
-//! hash (the same inode: no bytes are copied) and starts the writeback of
-//! large ones (small ones go with its periodic sync).
+//! renamed into place is final), hashes each, links it into the object
+//! store under its hash (the same inode: no bytes are copied) and starts
+//! the writeback of large ones (small ones go with its periodic sync).
 //! From then on the file is *sealed*: its inode is an object, which must
 //! never change, so the next write open of its path copies it into a new
 //! staged file, as for a committed file (`Session::open_write`). A commit

@@ -201,18 +201,37 @@ fn current_cpu() -> Option<usize> {
     usize::try_from(unsafe { libc::sched_getcpu() }).ok()
 }
 
-/// Move the calling thread to `cpu` and let it run on `allowed` again.
-fn hop_to(cpu: usize, allowed: &libc::cpu_set_t) -> bool {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: sched_setaffinity on the calling thread with valid sets; the
-    // first call returns once the thread runs on `cpu`.
+/// Hold the calling thread to `cpu` (the io_uring queue threads too); it
+/// runs there when this returns.
+pub(crate) fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within it for a
+    // cpu below CPU_SETSIZE; sched_setaffinity on the calling thread.
     unsafe {
         let mut only: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut only);
-        let moved = libc::sched_setaffinity(0, size, &only) == 0;
-        libc::sched_setaffinity(0, size, allowed);
-        moved
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
+    Ok(())
+}
+
+/// Let the calling thread run on `allowed` (the mask it started with).
+fn allow_cpus(allowed: &libc::cpu_set_t) {
+    // SAFETY: sched_setaffinity on the calling thread with a valid set.
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), allowed);
+    }
+}
+
+/// Move the calling thread to `cpu` and let it run on `allowed` again.
+fn hop_to(cpu: usize, allowed: &libc::cpu_set_t) -> bool {
+    let moved = pin_to_cpu(cpu).is_ok();
+    allow_cpus(allowed);
+    moved
 }
 
 /// The CPU thread `tid` last ran on (field 39 of /proc/TID/stat).
@@ -275,20 +294,10 @@ mod tests {
         let cpu = (0..libc::CPU_SETSIZE as usize)
             .find(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
             .unwrap();
-        // SAFETY: sets for the calling thread only.
-        unsafe {
-            let mut only: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut only);
-            assert_eq!(
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only),
-                0
-            );
-        }
+        pin_to_cpu(cpu).unwrap();
         let tid = unsafe { libc::gettid() } as u32;
         let found = cpu_of(tid);
-        unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &allowed);
-        }
+        allow_cpus(&allowed);
         assert_eq!(found, Some(cpu));
         assert_eq!(
             parse_cpu(

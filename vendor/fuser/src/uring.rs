@@ -574,19 +574,7 @@ pub(crate) fn queue_count() -> usize {
 }
 
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within it for
-    // any cpu below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return;
-        }
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            warn!(
-                "fuse io_uring: cannot pin a thread to CPU {cpu}: {}",
-                io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = crate::follow::pin_to_cpu(cpu) {
+        warn!("fuse io_uring: cannot pin a thread to CPU {cpu}: {e}");
     }
 }
