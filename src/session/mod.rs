@@ -10,7 +10,8 @@
 //! ```text
 //! info.json        id, start time, branch, base, author, mountpoint
 //! journal.redb     the journal (see `journal`)
-//! staged/<n>       the bytes of files written in this session
+//! staged/<n>       the bytes of files written in this session, and a
+//!                  few empty ones made ahead (see `staged_pool`)
 //! lock             held (flock) by the process serving the session
 //! ```
 //!
@@ -21,6 +22,7 @@ mod changes;
 mod fs_support;
 pub mod journal;
 mod sealing;
+mod staged_pool;
 mod view;
 
 use std::collections::HashMap;
@@ -162,7 +164,8 @@ pub struct Session {
     base_tree: ObjectId,
     /// When the base commit was made: the mtime of unchanged files.
     base_time: SystemTime,
-    next_staged: u64,
+    /// Numbers staged files and makes empty ones ahead of need.
+    staged: staged_pool::StagedPool,
     /// Staged files open for writing, by how many handles: the commit
     /// copies them instead of linking, so that a late write through an
     /// old handle cannot reach a committed object.
@@ -258,6 +261,7 @@ impl Session {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
             .max()
             .map_or(0, |n| n + 1);
+        let staged = staged_pool::StagedPool::new(dir.join("staged"), next_staged);
         Ok(Session {
             base_tree: base.tree,
             base_time: humantime::parse_rfc3339(&base.date).unwrap_or(SystemTime::UNIX_EPOCH),
@@ -265,7 +269,7 @@ impl Session {
             info,
             dir,
             journal,
-            next_staged,
+            staged,
             writers: HashMap::new(),
             hashes: HashMap::new(),
             generation: 0,
@@ -364,8 +368,7 @@ impl Session {
         if carry_open {
             let open = self.files_open_for_writing()?;
             for (path, old, mode, count) in open {
-                let new = next.next_staged;
-                next.next_staged += 1;
+                let new = next.staged.number();
                 fs::rename(self.staged_path(old), next.staged_path(new))?;
                 next.journal.insert(
                     &path,
@@ -384,8 +387,9 @@ impl Session {
             next.seals.enable();
         }
         let generation = self.generation;
-        let old = std::mem::replace(self, next);
+        let mut old = std::mem::replace(self, next);
         let old_dir = old.dir.clone();
+        old.staged.doom_dir();
         drop(old);
         self.generation = generation.wrapping_add(1);
         remove_in_background(&self.repo, &old_dir);
@@ -481,7 +485,7 @@ impl Session {
     }
 
     fn staged_path(&self, n: u64) -> PathBuf {
-        self.dir.join("staged").join(n.to_string())
+        self.staged.path(n)
     }
 }
 

@@ -324,14 +324,7 @@ impl Session {
     }
 
     fn new_staged_file(&mut self) -> Result<(u64, File)> {
-        let n = self.next_staged;
-        self.next_staged += 1;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(self.staged_path(n))?;
-        Ok((n, file))
+        Ok(self.staged.take()?)
     }
 
     /// Open a file for reading.
