@@ -400,3 +400,37 @@ fn renaming_a_directory_moves_its_subtree() {
     assert!(!p("a").exists());
     assert_eq!(m.changed(), ["a/", "z/b/f", "z/new"]);
 }
+
+#[test]
+fn a_new_file_has_its_mode_and_the_time_it_was_created() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::{Duration, SystemTime};
+
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    // The first file starts the daemon making staged files ahead; the
+    // next ones are made well before the program creates them.
+    fs::write(m.path.join("first"), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // ext4 dates files by the coarse clock, a tick behind now().
+    let before = SystemTime::now() - Duration::from_millis(100);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(m.path.join("second"))
+        .unwrap();
+    let attr = file.metadata().unwrap();
+    drop(file);
+    assert_eq!(attr.mode() & 0o7777, 0o640);
+    assert_eq!(attr.len(), 0);
+    let mtime = attr.modified().unwrap();
+    assert!(
+        mtime >= before,
+        "mtime {mtime:?} is before the create ({before:?})"
+    );
+    let again = fs::metadata(m.path.join("second")).unwrap();
+    assert_eq!(again.modified().unwrap(), mtime);
+    assert_eq!(again.ino(), attr.ino());
+    m.unmount();
+}

@@ -363,19 +363,25 @@ impl Fs {
         }
         let p = self.view_path(&path)?;
         let epoch = self.epoch_read();
-        let staged = {
+        let perm = mode & !umask & 0o7777;
+        let (staged, created) = {
             let mut session = self.session_write();
-            match session.create(p, mode & !umask & 0o7777) {
-                Ok(staged) => staged,
+            match session.create(p, perm) {
+                Ok(staged) => (staged, true),
                 Err(SessionError::Exists(_)) if flags & libc::O_EXCL == 0 => {
-                    session.open_write(p, flags & libc::O_TRUNC != 0)?
+                    (session.open_write(p, flags & libc::O_TRUNC != 0)?, false)
                 }
                 Err(e) => return Err(e.into()),
             }
         };
         let generation = *epoch;
         drop(epoch);
-        let attr = match self.entry_of_path(&path) {
+        let entry = if created {
+            self.entry_of_new_file(&path, perm, &staged.file)
+        } else {
+            self.entry_of_path(&path)
+        };
+        let attr = match entry {
             Ok(attr) => attr,
             Err(e) => {
                 self.session_write().release_write(staged.staged);

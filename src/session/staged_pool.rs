@@ -15,11 +15,12 @@
 //! `staged/` until the session's directory goes; they only take numbers.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, FileTimes, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 /// The pool refills once fewer than this many files are ready...
 const REFILL_BELOW: usize = 32;
@@ -131,7 +132,12 @@ impl StagedPool {
             self.shared.wanted.notify_one();
         }
         match taken {
-            Some(made) => Ok(made),
+            Some((n, file)) => {
+                // Made ahead, maybe long ago: it is created now.
+                let now = SystemTime::now();
+                file.set_times(FileTimes::new().set_accessed(now).set_modified(now))?;
+                Ok((n, file))
+            }
             None => {
                 let n = state.next;
                 state.next += 1;
@@ -253,6 +259,26 @@ mod tests {
         assert!(!taken.contains(&renamed));
         drop(pool);
         assert_eq!(names(dir.path()), taken, "only the files taken are left");
+    }
+
+    #[test]
+    fn a_file_made_ahead_is_dated_when_it_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = StagedPool::new(dir.path().to_owned(), 0);
+        pool.take().unwrap();
+        // Let the maker fill the pool, then age what it made.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let long_ago = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        for n in 1..REFILL_BELOW as u64 {
+            let file = OpenOptions::new().write(true).open(pool.path(n)).unwrap();
+            file.set_modified(long_ago).unwrap();
+        }
+        let before = SystemTime::now() - std::time::Duration::from_secs(1);
+        let (n, file) = pool.take().unwrap();
+        assert_eq!(n, 1);
+        let stat = file.metadata().unwrap();
+        assert!(stat.modified().unwrap() >= before, "{:?}", stat.modified());
+        assert!(stat.accessed().unwrap() >= before, "{:?}", stat.accessed());
     }
 
     #[test]
