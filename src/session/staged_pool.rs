@@ -7,7 +7,8 @@
 //! (48-76 us of 78-111 us while 30,000 files of 4 KiB were written, and
 //! more while ext4 was slow after a mass deletion), all of it on the
 //! critical path of the writing program. A thread of the pool's own makes
-//! them instead, a batch at a time, on whichever CPU is free; a CREATE
+//! them instead, on whichever CPU is free, topping the pool up to
+//! [`READY_MOST`] whenever fewer than [`REFILL_BELOW`] are ready; a CREATE
 //! takes one that is ready, or makes one itself when none is.
 //!
 //! Files made and never used are empty and in no journal: the pool
