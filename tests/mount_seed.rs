@@ -7,8 +7,9 @@
 mod mount_util;
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use mount_util::{Mount, Scratch, chunk, text};
+use mount_util::{Mount, Scratch, chunk, eventually, text};
 
 /// Write a chunk file outside the mount (for `cp`).
 fn chunk_file(scratch: &Scratch, name: &str, values: [f64; 4]) -> String {
@@ -240,6 +241,47 @@ fn a_killed_daemon_loses_nothing_fsynced_and_the_next_mount_resumes() {
     let b = scratch.mount("b", &[]);
     assert_eq!(b.read("arr/c/0"), "zero");
     assert_eq!(b.read("arr/c/1"), "one");
+}
+
+/// How many files the staging area of `session` holds.
+fn staged_files(scratch: &Scratch, session: &str) -> usize {
+    std::fs::read_dir(scratch.repo.join("sessions").join(session).join("staged"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn empty_files_made_ahead_and_left_by_a_crash_do_not_become_changes() {
+    let scratch = Scratch::new();
+    let a = scratch.mount("a", &[]);
+    let mountpoint = a.path.clone();
+    a.ok("printf 'kept' | dd of=kept conv=fsync status=none");
+    let session = a.session();
+    // The daemon makes empty staged files ahead once files are created.
+    assert!(
+        eventually(Duration::from_secs(10), || staged_files(&scratch, &session)
+            > 10),
+        "no staged files were made ahead"
+    );
+    a.crash();
+    let left = staged_files(&scratch, &session);
+
+    let a = Mount::new(&scratch.repo, &mountpoint, &[]);
+    assert_eq!(a.session(), session, "the session was resumed");
+    assert_eq!(a.changed(), ["kept"]);
+    // More new files than the daemon makes ahead: none of them may take
+    // a number a leftover has.
+    a.ok("mkdir d && for i in $(seq 0 199); do echo $i > d/$i; done");
+    assert_eq!(a.read("d/199"), "199\n");
+    assert_eq!(a.changed().len(), 201, "kept and the 200 files of d");
+    assert!(staged_files(&scratch, &session) >= left + 200);
+    a.ok("echo 'after a crash' > .zarrfs/commit");
+    a.unmount();
+
+    let b = scratch.mount("b", &[]);
+    assert_eq!(b.read("kept"), "kept");
+    assert_eq!(b.read("d/0"), "0\n");
+    assert_eq!(b.ok("ls d | wc -l").trim(), "200");
 }
 
 #[test]
