@@ -33,7 +33,7 @@ const READY_MOST: usize = 96;
 /// empty ones made ahead.
 pub struct StagedPool {
     shared: Arc<Shared>,
-    maker: Mutex<Option<JoinHandle<()>>>,
+    maker: Option<JoinHandle<()>>,
     /// The directory goes with the session: leave the unused files to it.
     dir_doomed: bool,
 }
@@ -81,7 +81,7 @@ impl StagedPool {
                 wanted: Condvar::new(),
                 made: Condvar::new(),
             }),
-            maker: Mutex::new(None),
+            maker: None,
             dir_doomed: false,
         }
     }
@@ -110,7 +110,7 @@ impl StagedPool {
     /// A new, empty staged file open for reading and writing, and its
     /// number. Numbers go out in order: while the maker is creating the
     /// next file, this waits for it instead of making a later one.
-    pub fn take(&self) -> io::Result<(u64, File)> {
+    pub fn take(&mut self) -> io::Result<(u64, File)> {
         self.start_maker();
         let mut state = self.shared.lock();
         let taken = loop {
@@ -148,14 +148,13 @@ impl StagedPool {
         }
     }
 
-    fn start_maker(&self) {
-        let mut maker = self.maker.lock().unwrap_or_else(|e| e.into_inner());
-        if maker.is_some() {
+    fn start_maker(&mut self) {
+        if self.maker.is_some() {
             return;
         }
         let shared = self.shared.clone();
         // Without the thread, take() makes every file itself, as before.
-        *maker = std::thread::Builder::new()
+        self.maker = std::thread::Builder::new()
             .name("staged-maker".into())
             .spawn(move || shared.make_ahead())
             .map_err(|e| tracing::warn!("no thread to make staged files ahead: {e}"))
@@ -205,8 +204,7 @@ impl Drop for StagedPool {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wanted.notify_one();
-        let maker = self.maker.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(maker) = maker.take() {
+        if let Some(maker) = self.maker.take() {
             let _ = maker.join();
         }
         for (n, file) in self.shared.lock().ready.drain(..) {
@@ -246,7 +244,7 @@ mod tests {
     #[test]
     fn files_are_handed_out_in_number_order_and_unused_ones_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = StagedPool::new(dir.path().to_owned(), 7);
+        let mut pool = StagedPool::new(dir.path().to_owned(), 7);
         let mut taken = Vec::new();
         for _ in 0..200 {
             let (n, file) = pool.take().unwrap();
@@ -265,7 +263,7 @@ mod tests {
     #[test]
     fn a_file_made_ahead_is_dated_when_it_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = StagedPool::new(dir.path().to_owned(), 0);
+        let mut pool = StagedPool::new(dir.path().to_owned(), 0);
         pool.take().unwrap();
         // Let the maker fill the pool, then age what it made.
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -286,7 +284,7 @@ mod tests {
     fn a_pool_whose_directory_is_gone_reports_the_error_to_the_taker() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("staged");
-        let pool = StagedPool::new(gone.clone(), 0);
+        let mut pool = StagedPool::new(gone.clone(), 0);
         let err = pool.take().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         // Once the directory is back, takes work again.
