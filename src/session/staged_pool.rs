@@ -156,7 +156,10 @@ impl StagedPool {
         // Without the thread, take() makes every file itself, as before.
         self.maker = std::thread::Builder::new()
             .name("staged-maker".into())
-            .spawn(move || shared.make_ahead())
+            .spawn(move || {
+                run_as_normal_thread();
+                shared.make_ahead()
+            })
             .map_err(|e| tracing::warn!("no thread to make staged files ahead: {e}"))
             .ok();
     }
@@ -216,6 +219,27 @@ impl Drop for StagedPool {
     }
 }
 
+/// A thread inherits the scheduling policy of the thread that starts it,
+/// and the first take comes from a CREATE, which a FUSE reader following
+/// its client serves as SCHED_IDLE (vendor/fuser/src/follow.rs). A maker
+/// of that policy would get a CPU only when nothing else wants one, while
+/// CREATEs wait for it.
+fn run_as_normal_thread() {
+    // SAFETY: sched_getscheduler and sched_setscheduler on the calling
+    // thread, with a valid param.
+    unsafe {
+        if libc::sched_getscheduler(0) == libc::SCHED_IDLE {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
+                tracing::warn!(
+                    "the staged-file maker stays SCHED_IDLE: {}",
+                    io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 fn staged_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(n.to_string())
 }
@@ -239,6 +263,62 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// The scheduling policy of each thread of this process named `name`
+    /// (field 41 of /proc/self/task/TID/stat).
+    fn policies_of_threads_named(name: &str) -> Vec<i32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+            policies.push(
+                after_name
+                    .split_whitespace()
+                    .nth(41 - 3)
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        policies
+    }
+
+    #[test]
+    fn a_maker_started_by_a_sched_idle_thread_runs_as_a_normal_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        // As a FUSE reader following its client serves the first CREATE.
+        let pool = std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sched_setscheduler on the calling thread.
+            let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+            assert!(idle, "SCHED_IDLE: {}", io::Error::last_os_error());
+            let mut pool = StagedPool::new(path, 0);
+            pool.take().unwrap();
+            pool
+        })
+        .join()
+        .unwrap();
+        // The maker has made the pool's files; it is between fillings.
+        let ready = || pool.shared.lock().ready.len() >= REFILL_BELOW;
+        while !ready() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Other tests' pools may have makers too: all are normal threads.
+        let policies = policies_of_threads_named("staged-maker");
+        assert!(
+            !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_OTHER),
+            "the makers' policies: {policies:?}"
+        );
+        drop(pool);
     }
 
     #[test]

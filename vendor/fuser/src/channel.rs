@@ -90,6 +90,18 @@ impl Channel {
         Ok(())
     }
 
+    /// zarrfs: whether the device has a request to read now.
+    pub(crate) fn has_requests(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut pollfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd, without waiting.
+        unsafe { libc::poll(&mut pollfd, 1, 0) > 0 && pollfd.revents & libc::POLLIN != 0 }
+    }
+
     /// Returns a sender object for this channel. The sender object can be
     /// used to send to the channel. Multiple sender objects can be used
     /// and they can safely be sent to other threads.

@@ -22,10 +22,28 @@
 //!
 //! Requests from several threads (zarr-python's pool) are not followed:
 //! the reader cannot be beside all of them.
+//!
+//! Switching policy costs two `sched_setscheduler` calls a request, about
+//! 1.5 us each here, so one reader at a time (the one holding
+//! [`IDLE_READER`]) stays SCHED_IDLE from its first such reply on, while
+//! it serves its client's cheap requests ([`STAYS_IDLE_FOR`]: the lookups,
+//! creates and releases of a program writing many files) and while it
+//! spins between them. A thread of this policy only gets a CPU that
+//! nothing else wants, which is where its client waits for it; it
+//! becomes SCHED_OTHER again before any other request (threads it would
+//! start, for a commit or for reading ahead, would inherit SCHED_IDLE),
+//! when it stops following, and before it waits in poll. As the
+//! scheduler may leave such a thread without a CPU for as long as other
+//! work keeps it busy, the watchdog makes the reader SCHED_OTHER itself
+//! when it has not run for a tick ([`rescue_starved`]); the reader then
+//! goes back to switching per reply for [`RESCUE_BACKOFF`].
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 use std::time::Instant;
+
+use crate::ll::fuse_abi::fuse_opcode;
 
 /// One client thread must have made every request for this long before
 /// the reader follows it.
@@ -34,19 +52,61 @@ const STEADY: Duration = Duration::from_millis(10);
 /// How often the reader looks up where the client runs while it follows.
 const CHECK_EVERY: Duration = Duration::from_millis(1);
 
+/// The requests a reader serves without leaving SCHED_IDLE: short ones,
+/// which start no thread (zarrfs's CREATE may start the session's
+/// staged-file maker, which makes itself SCHED_OTHER).
+const STAYS_IDLE_FOR: [u32; 7] = [
+    fuse_opcode::FUSE_LOOKUP as u32,
+    fuse_opcode::FUSE_FORGET as u32,
+    fuse_opcode::FUSE_BATCH_FORGET as u32,
+    fuse_opcode::FUSE_GETATTR as u32,
+    fuse_opcode::FUSE_CREATE as u32,
+    fuse_opcode::FUSE_FLUSH as u32,
+    fuse_opcode::FUSE_RELEASE as u32,
+];
+
+/// How long a reader the watchdog had to rescue switches policy per
+/// reply again before it stays SCHED_IDLE again.
+const RESCUE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The thread id of the reader staying SCHED_IDLE, 0 for none.
+static IDLE_READER: AtomicI32 = AtomicI32::new(0);
+
+/// Counted up by that reader whenever it runs (each turn of its spin,
+/// each request), so that the watchdog can tell when it does not.
+static IDLE_READER_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// That reader is serving a request (rather than spinning).
+static IDLE_READER_BUSY: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
     /// This thread's replies are written as SCHED_IDLE.
     static REPLY_AS_IDLE: Cell<bool> = const { Cell::new(false) };
+    /// This thread holds [`IDLE_READER`] and is SCHED_IDLE between
+    /// replies.
+    static STAYS_IDLE: Cell<bool> = const { Cell::new(false) };
+    /// Not before then does this thread stay SCHED_IDLE again.
+    static STAY_IDLE_AFTER: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// This thread's id. SAFETY: gettid takes nothing.
+    static TID: libc::pid_t = unsafe { libc::gettid() };
 }
 
 /// Write a reply with `send`, as SCHED_IDLE if this thread follows a
 /// client.
 pub(crate) fn reply<T>(send: impl FnOnce() -> T) -> T {
-    if !REPLY_AS_IDLE.with(Cell::get) {
+    if !REPLY_AS_IDLE.with(Cell::get) || (STAYS_IDLE.with(Cell::get) && !rescued()) {
         return send();
     }
+    let stays = claim_idle_reader();
     if !set_policy(libc::SCHED_IDLE) {
+        if stays {
+            IDLE_READER.store(0, Ordering::Release);
+        }
         REPLY_AS_IDLE.with(|f| f.set(false));
+        return send();
+    }
+    if stays {
+        STAYS_IDLE.with(|f| f.set(true));
         return send();
     }
     let sent = send();
@@ -55,6 +115,104 @@ pub(crate) fn reply<T>(send: impl FnOnce() -> T) -> T {
         REPLY_AS_IDLE.with(|f| f.set(false));
     }
     sent
+}
+
+/// The reader got a request with this opcode: unless it is one to serve
+/// as SCHED_IDLE, be SCHED_OTHER for it.
+pub(crate) fn serving(opcode: u32) {
+    if !STAYS_IDLE.with(Cell::get) || rescued() {
+        return;
+    }
+    IDLE_READER_RUNS.fetch_add(1, Ordering::Relaxed);
+    IDLE_READER_BUSY.store(true, Ordering::Relaxed);
+    if !STAYS_IDLE_FOR.contains(&opcode) {
+        leave_idle();
+    }
+}
+
+/// A turn of the reader's spin: it runs.
+pub(crate) fn spinning() {
+    if STAYS_IDLE.with(Cell::get) {
+        IDLE_READER_RUNS.fetch_add(1, Ordering::Relaxed);
+        IDLE_READER_BUSY.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Be SCHED_OTHER again if this thread stayed SCHED_IDLE: it stops
+/// following, or its spin ended and it is about to wait.
+pub(crate) fn leave_idle() {
+    if !STAYS_IDLE.with(|f| f.replace(false)) {
+        return;
+    }
+    let tid = TID.with(|t| *t);
+    // The watchdog may have made it SCHED_OTHER already; again is harmless.
+    if !set_policy(libc::SCHED_OTHER) {
+        REPLY_AS_IDLE.with(|f| f.set(false));
+    }
+    let _ = IDLE_READER.compare_exchange(tid, 0, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Take [`IDLE_READER`] for this thread, unless another reader has it or
+/// this one was rescued less than [`RESCUE_BACKOFF`] ago.
+fn claim_idle_reader() -> bool {
+    if STAY_IDLE_AFTER
+        .with(Cell::get)
+        .is_some_and(|after| Instant::now() < after)
+    {
+        return false;
+    }
+    let tid = TID.with(|t| *t);
+    IDLE_READER
+        .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Whether the watchdog took [`IDLE_READER`] from this thread (making it
+/// SCHED_OTHER); if so, this thread no longer stays idle.
+fn rescued() -> bool {
+    if IDLE_READER.load(Ordering::Acquire) == TID.with(|t| *t) {
+        return false;
+    }
+    STAYS_IDLE.with(|f| f.set(false));
+    STAY_IDLE_AFTER.with(|f| f.set(Some(Instant::now() + RESCUE_BACKOFF)));
+    true
+}
+
+/// The watchdog's check, once a tick: a reader staying SCHED_IDLE that
+/// has not run since the last tick (`last`, this function's memory) while
+/// it serves a request, or while requests wait (`requests_wait`), is kept
+/// from its CPU by other work; make it SCHED_OTHER. (One that spins while
+/// its client computes on that CPU is not late for anything.) Returns
+/// whether it did.
+pub(crate) fn rescue_starved(
+    last: &mut Option<(libc::pid_t, u64)>,
+    requests_wait: impl FnOnce() -> bool,
+) -> bool {
+    let tid = IDLE_READER.load(Ordering::Acquire);
+    if tid == 0 {
+        *last = None;
+        return false;
+    }
+    let runs = IDLE_READER_RUNS.load(Ordering::Relaxed);
+    if *last != Some((tid, runs)) {
+        *last = Some((tid, runs));
+        return false;
+    }
+    if !IDLE_READER_BUSY.load(Ordering::Relaxed) && !requests_wait() {
+        return false;
+    }
+    *last = None;
+    if IDLE_READER
+        .compare_exchange(tid, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // Reader threads end only with the session, giving IDLE_READER back
+    // first (Follower's drop), so `tid` is still the reader's.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on a thread of this process with a valid param.
+    unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) == 0 }
 }
 
 /// What to do about one request.
@@ -145,7 +303,10 @@ impl Follower {
         };
         match self.tracker.request(pid, spinning, Instant::now()) {
             Step::Keep => {}
-            Step::Stop => REPLY_AS_IDLE.with(|f| f.set(false)),
+            Step::Stop => {
+                REPLY_AS_IDLE.with(|f| f.set(false));
+                leave_idle();
+            }
             Step::Check => {
                 let follows = match cpu_of(pid) {
                     Some(cpu) if cpu < libc::CPU_SETSIZE as usize => {
@@ -156,8 +317,18 @@ impl Follower {
                     _ => false,
                 };
                 REPLY_AS_IDLE.with(|f| f.set(follows));
+                if !follows {
+                    leave_idle();
+                }
             }
         }
+    }
+}
+
+impl Drop for Follower {
+    /// The reader thread ends: give [`IDLE_READER`] back.
+    fn drop(&mut self) {
+        leave_idle();
     }
 }
 
@@ -307,12 +478,71 @@ mod tests {
         );
     }
 
+    /// The tests that take IDLE_READER, one at a time.
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn policy_of(tid: libc::pid_t) -> libc::c_int {
+        // SAFETY: sched_getscheduler reads a thread's policy.
+        unsafe { libc::sched_getscheduler(tid) }
+    }
+
     #[test]
-    fn a_reply_as_idle_leaves_the_thread_as_it_was() {
+    fn a_following_reader_stays_idle_for_cheap_requests_only() {
+        let _serial = one_at_a_time();
         REPLY_AS_IDLE.with(|f| f.set(true));
-        let during = reply(|| unsafe { libc::sched_getscheduler(0) });
+        let during = reply(|| policy_of(0));
+        assert_eq!(during, libc::SCHED_IDLE);
+        assert_eq!(policy_of(0), libc::SCHED_IDLE, "after the reply");
+        serving(fuse_opcode::FUSE_LOOKUP as u32);
+        assert_eq!(policy_of(0), libc::SCHED_IDLE, "serving a lookup");
+        serving(fuse_opcode::FUSE_WRITE as u32);
+        assert_eq!(policy_of(0), libc::SCHED_OTHER, "serving a write");
+        assert_eq!(IDLE_READER.load(Ordering::Acquire), 0, "given back");
+
+        // While another reader stays idle, this one switches per reply.
+        IDLE_READER.store(-1, Ordering::Release);
+        let during = reply(|| policy_of(0));
+        IDLE_READER.store(0, Ordering::Release);
         REPLY_AS_IDLE.with(|f| f.set(false));
         assert_eq!(during, libc::SCHED_IDLE);
-        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert_eq!(policy_of(0), libc::SCHED_OTHER);
+    }
+
+    #[test]
+    fn the_watchdog_makes_a_starved_idle_reader_normal() {
+        let _serial = one_at_a_time();
+        let (to_main, from_reader) = std::sync::mpsc::channel();
+        let (to_reader, from_main) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            REPLY_AS_IDLE.with(|f| f.set(true));
+            reply(|| ());
+            spinning();
+            to_main.send(TID.with(|t| *t)).unwrap();
+            from_main.recv().unwrap();
+            // Rescued: the next reply switches and switches back.
+            serving(fuse_opcode::FUSE_LOOKUP as u32);
+            let during = reply(|| policy_of(0));
+            let after = policy_of(0);
+            leave_idle();
+            (during, after)
+        });
+        let tid = from_reader.recv().unwrap();
+        assert_eq!(policy_of(tid), libc::SCHED_IDLE);
+        let mut seen = None;
+        assert!(!rescue_starved(&mut seen, || false), "first look");
+        assert!(
+            !rescue_starved(&mut seen, || false),
+            "spinning while nothing waits for it"
+        );
+        assert_eq!(policy_of(tid), libc::SCHED_IDLE);
+        assert!(rescue_starved(&mut seen, || true), "a request waits");
+        assert_eq!(policy_of(tid), libc::SCHED_OTHER);
+        assert_eq!(IDLE_READER.load(Ordering::Acquire), 0);
+        to_reader.send(()).unwrap();
+        let (during, after) = reader.join().unwrap();
+        assert_eq!((during, after), (libc::SCHED_IDLE, libc::SCHED_OTHER));
     }
 }

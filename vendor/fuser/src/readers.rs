@@ -204,9 +204,15 @@ impl Readers {
     }
 
     /// The watchdog: ask an idle thread to read whenever all readers have
-    /// been busy for `PROMOTE_AFTER`; returns once the device is gone.
-    pub(crate) fn watch(&self) {
+    /// been busy for `PROMOTE_AFTER`, and make a reader that stays
+    /// SCHED_IDLE but gets no CPU SCHED_OTHER (`follow::rescue_starved`);
+    /// returns once the device is gone.
+    /// `requests_wait`: whether the device has requests nobody has read.
+    pub(crate) fn watch(&self, requests_wait: impl Fn() -> bool) {
+        let mut idle_reader_seen = None;
         loop {
+            // A reader left SCHED_IDLE without a CPU (follow.rs).
+            crate::follow::rescue_starved(&mut idle_reader_seen, &requests_wait);
             let tick = {
                 let mut state = self.lock();
                 if state.done {
@@ -296,7 +302,7 @@ mod tests {
         };
         let watchdog = {
             let readers = readers.clone();
-            std::thread::spawn(move || readers.watch())
+            std::thread::spawn(move || readers.watch(|| false))
         };
         // The only reader goes to work on a long request.
         readers.got_request();

@@ -319,10 +319,12 @@ impl<FS: Filesystem> Session<FS> {
         let watchdog = match &readers {
             Some(readers) => {
                 let readers = readers.clone();
+                // Any of the cloned fds: they share the kernel's queue.
+                let device = channels[0].clone();
                 Some(
                     thread::Builder::new()
                         .name("fuser-watch".to_owned())
-                        .spawn(move || readers.watch())?,
+                        .spawn(move || readers.watch(|| device.has_requests()))?,
                 )
             }
             None => None,
@@ -587,7 +589,7 @@ fn run_over_uring<FS: Filesystem>(
         watchdogs.push(
             thread::Builder::new()
                 .name(format!("fuser-q{}-watch", queue.qid()))
-                .spawn(move || queue.readers.watch())?,
+                .spawn(move || queue.readers.watch(|| false))?,
         );
     }
     // The device, until it is gone (unmounted): forgets and interrupts, and
@@ -744,6 +746,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             }
             // Spinning for one client thread, be where it runs (follow.rs).
             follower.request(req.request.pid().as_raw() as u32, spun);
+            crate::follow::serving(req.request.header().opcode);
             readers.got_request();
             req.dispatch(self);
             readers.done_request();
@@ -773,9 +776,11 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Err(err) => return Err(err.into()),
             }
             if started.elapsed() < spin {
+                crate::follow::spinning();
                 std::thread::yield_now();
                 continue;
             }
+            crate::follow::leave_idle();
             match readers.spin_ended() {
                 Some(true) => return Ok(Received::Resumed),
                 Some(false) => return Ok(Received::Gone),
