@@ -265,8 +265,7 @@ mod tests {
         names
     }
 
-    /// The scheduling policy of each thread of this process named `name`
-    /// (field 41 of /proc/self/task/TID/stat).
+    /// The scheduling policy of each thread of this process named `name`.
     fn policies_of_threads_named(name: &str) -> Vec<i32> {
         let mut policies = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
@@ -277,16 +276,9 @@ mod tests {
             if comm.trim_end() != name {
                 continue;
             }
-            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
-            policies.push(
-                after_name
-                    .split_whitespace()
-                    .nth(41 - 3)
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            );
+            let tid: libc::pid_t = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            // SAFETY: sched_getscheduler reads a thread's policy.
+            policies.push(unsafe { libc::sched_getscheduler(tid) });
         }
         policies
     }

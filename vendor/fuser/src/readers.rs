@@ -206,8 +206,8 @@ impl Readers {
     /// The watchdog: ask an idle thread to read whenever all readers have
     /// been busy for `PROMOTE_AFTER`, and make a reader that stays
     /// SCHED_IDLE but gets no CPU SCHED_OTHER (`follow::rescue_starved`);
-    /// returns once the device is gone.
-    /// `requests_wait`: whether the device has requests nobody has read.
+    /// returns once the device is gone. `requests_wait` says whether the
+    /// device has requests nobody has read.
     pub(crate) fn watch(&self, requests_wait: impl Fn() -> bool) {
         let mut idle_reader_seen = None;
         loop {
