@@ -243,6 +243,40 @@ fn a_killed_daemon_loses_nothing_fsynced_and_the_next_mount_resumes() {
     assert_eq!(b.read("arr/c/1"), "one");
 }
 
+/// The flusher makes the journal durable on its own, every
+/// `FLUSH_INTERVAL` and early once 25,000 changes are pending, writing
+/// while the mount goes on serving: changes made before, during and after
+/// those flushes all survive `kill -9` a few seconds later, without any
+/// fsync.
+#[test]
+fn a_killed_daemon_keeps_what_the_background_flushes_wrote() {
+    const FILES: usize = 30_000;
+    let scratch = Scratch::new();
+    let a = scratch.mount("a", &[]);
+    let mountpoint = a.path.clone();
+    a.ok(&format!(
+        "mkdir many && cd many && seq 1 {FILES} | xargs touch"
+    ));
+    a.ok("printf 'last' > last");
+    // FLUSH_INTERVAL is 2 s.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let session = a.session();
+    a.crash();
+
+    let a = Mount::new(&scratch.repo, &mountpoint, &[]);
+    assert_eq!(a.session(), session, "the session was resumed");
+    let changed = a.changed();
+    assert_eq!(
+        changed.len(),
+        FILES + 1,
+        "{:?}",
+        &changed[..changed.len().min(5)]
+    );
+    assert!(changed.contains(&"many/1".to_owned()) && changed.contains(&format!("many/{FILES}")));
+    assert_eq!(a.read("last"), "last");
+    assert_eq!(a.ok("ls many | wc -l").trim(), FILES.to_string());
+}
+
 /// How many files the staging area of `session` holds.
 fn staged_files(scratch: &Scratch, session: &str) -> usize {
     std::fs::read_dir(scratch.repo.join("sessions").join(session).join("staged"))

@@ -266,12 +266,26 @@ impl Fs {
     }
 
     /// Make the journal durable if it has unflushed changes (the mount's
-    /// background flusher calls this every few seconds).
+    /// background flusher calls this every few seconds, and sooner when
+    /// [`Fs::journal_wants_flush`]). The batch is written while requests
+    /// go on: the session is held only to set it aside and to take the
+    /// result.
     pub fn flush_journal(&self) -> FsResult<()> {
-        if self.session_read().has_unflushed_changes() {
-            self.session_write().flush()?;
+        if !self.session_read().has_unflushed_changes() {
+            return Ok(());
         }
+        let Some(job) = self.session_write().begin_flush() else {
+            return Ok(());
+        };
+        let written = job.write();
+        self.session_write().finish_flush(job, written)?;
         Ok(())
+    }
+
+    /// Whether enough journal changes are pending that the flusher should
+    /// not wait for its interval.
+    pub fn journal_wants_flush(&self) -> bool {
+        self.session_read().wants_flush()
     }
 
     /// Seal the session's files that have been closed for `delay`, at

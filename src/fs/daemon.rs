@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{MountOption, Notifier};
 
@@ -15,6 +15,10 @@ use super::fuse::FuseFs;
 
 /// How often the journal is made durable when it has unflushed changes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the flusher looks whether the journal wants a flush before
+/// its interval (many changes pending; see `Fs::journal_wants_flush`).
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Kernel request threads.
 pub const THREADS: usize = 4;
@@ -105,9 +109,14 @@ pub fn serve(
         std::thread::Builder::new()
             .name("zarrfs-flush".into())
             .spawn(move || {
+                let mut last_flush = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(FLUSH_INTERVAL)
+                    stop_rx.recv_timeout(FLUSH_CHECK_INTERVAL)
                 {
+                    if last_flush.elapsed() < FLUSH_INTERVAL && !fs.journal_wants_flush() {
+                        continue;
+                    }
+                    last_flush = Instant::now();
                     if let Err(e) = fs.flush_journal() {
                         tracing::error!(
                             "flushing the session journal failed: {}",

@@ -39,7 +39,7 @@ use crate::repo::{CommitId, ObjectId, Repo, RepoError};
 use journal::{Journal, JournalEntry};
 
 pub use changes::{CommitProgress, StatusEntry, StatusKind};
-pub use journal::FileSource;
+pub use journal::{FileSource, FlushJob, FlushedTable};
 pub use sealing::{SealPass, SealedFile, Sealer};
 pub use view::{Attr, FileLocator, NodeKind, ReadSource, StagedFile};
 
@@ -338,6 +338,26 @@ impl Session {
 
     pub fn has_unflushed_changes(&self) -> bool {
         self.journal.has_pending()
+    }
+
+    /// Whether enough changes are pending that a background flush should
+    /// not wait for its interval.
+    pub fn wants_flush(&self) -> bool {
+        self.journal.wants_flush()
+    }
+
+    /// Start a flush that writes without holding the session: run
+    /// [`FlushJob::write`] with the session free, then
+    /// [`Session::finish_flush`]. `None` if there is nothing to flush or
+    /// a flush is under way.
+    pub fn begin_flush(&mut self) -> Option<FlushJob> {
+        self.journal.begin_flush()
+    }
+
+    /// Take the result of a flush begun with [`Session::begin_flush`].
+    pub fn finish_flush(&mut self, job: FlushJob, written: io::Result<FlushedTable>) -> Result<()> {
+        self.journal.finish_flush(job, written)?;
+        Ok(())
     }
 
     /// Leave this session for a new, empty one at `base`; the old one's

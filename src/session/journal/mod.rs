@@ -8,6 +8,13 @@
 //! pending batch in one durable transaction. The mount flushes every few
 //! seconds and on `fsync`, so that no fsync is paid per file operation.
 //!
+//! The mount's background flushes write without holding the session:
+//! [`Journal::begin_flush`] moves the pending batch aside, where reads
+//! still see it, [`FlushJob::write`] writes it while the session goes on,
+//! and [`Journal::finish_flush`] puts the new table in its place. Writing
+//! 50,000 entries takes tens of milliseconds, which would otherwise stall
+//! every request of the mount.
+//!
 //! The journal lives in redb, not in memory, so that a session with a
 //! million changed paths costs the daemon a few megabytes: reads look at
 //! the pending map, then at a snapshot of the table taken at the last
@@ -21,12 +28,15 @@ use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::repo::ObjectId;
+use encoding::decode;
+
+mod encoding;
 
 const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("journal");
 
@@ -35,7 +45,13 @@ const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("journal");
 const JOURNAL_CACHE_BYTES: usize = 16 << 20;
 
 /// Flush on its own once this many changes are pending, to bound memory.
-const MAX_PENDING: usize = 50_000;
+/// The mount's flusher writes batches long before this (see
+/// [`Journal::wants_flush`]), so it is reached only when flushes fail or
+/// fall behind.
+const MAX_PENDING: usize = 100_000;
+
+/// Pending changes at which a background flush is due before its time.
+const FLUSH_SOON_PENDING: usize = 25_000;
 
 /// Most answers the read cache keeps before it starts over.
 const READ_CACHE_ENTRIES: usize = 8192;
@@ -71,13 +87,19 @@ pub enum JournalEntry {
 
 type Table = ReadOnlyTable<&'static str, &'static [u8]>;
 
+/// Changes by path; `None` removes the path.
+type Changes = BTreeMap<String, Option<JournalEntry>>;
+
 pub struct Journal {
     path: PathBuf,
-    db: Database,
+    db: Arc<Database>,
     /// The table as the last flush left it.
     flushed: Table,
-    /// Changes since the last flush; `None` removes the path.
-    pending: BTreeMap<String, Option<JournalEntry>>,
+    /// Changes since the last flush began.
+    pending: Changes,
+    /// Changes a background flush is writing: newer than `flushed`, older
+    /// than `pending`.
+    flushing: Option<InFlight>,
     /// The hashes of every path that may have an entry. Removing a path
     /// leaves its hash: a stale hash costs one read, a missing one would
     /// hide an entry.
@@ -87,6 +109,41 @@ pub struct Journal {
     cache: Mutex<HashMap<String, Option<JournalEntry>>>,
     len: usize,
 }
+
+/// A background flush of a journal's batch (see [`Journal::begin_flush`]).
+pub struct FlushJob {
+    db: Arc<Database>,
+    batch: Arc<Changes>,
+    taken_over: Arc<Mutex<bool>>,
+}
+
+impl FlushJob {
+    /// Write the batch in one durable transaction, unless a
+    /// [`Journal::flush`] took it over; gives the table it leaves, for
+    /// [`Journal::finish_flush`].
+    pub fn write(&self) -> io::Result<FlushedTable> {
+        // Held while writing, so that a flush taking over waits for this
+        // write instead of being overwritten by it.
+        let taken_over = lock(&self.taken_over);
+        if *taken_over {
+            return Ok(FlushedTable(None));
+        }
+        write_changes(&self.db, &self.batch)?;
+        Ok(FlushedTable(Some(snapshot(&self.db)?)))
+    }
+}
+
+/// The table a [`FlushJob`] left (none if it was taken over).
+pub struct FlushedTable(Option<Table>);
+
+/// The batch a background flush is writing.
+struct InFlight {
+    batch: Arc<Changes>,
+    taken_over: Arc<Mutex<bool>>,
+}
+
+/// No changes, for a journal with no flush under way.
+static NO_CHANGES: Changes = BTreeMap::new();
 
 /// What a scan does after visiting an entry.
 enum Scan {
@@ -121,9 +178,10 @@ impl Journal {
         }
         Ok(Journal {
             path: path.to_owned(),
-            db,
+            db: Arc::new(db),
             flushed,
             pending: BTreeMap::new(),
+            flushing: None,
             len: written.len(),
             written,
             hasher,
@@ -132,7 +190,11 @@ impl Journal {
     }
 
     pub fn get(&self, path: &str) -> io::Result<Option<JournalEntry>> {
-        if let Some(entry) = self.pending.get(path) {
+        if let Some(entry) = self
+            .pending
+            .get(path)
+            .or_else(|| self.flushing_batch().get(path))
+        {
             return Ok(*entry);
         }
         if !self.written.contains(&self.hasher.hash_one(path)) {
@@ -311,7 +373,7 @@ impl Journal {
     }
 
     /// Visit the entries at or after `from` in path order: the pending
-    /// changes over the flushed table.
+    /// changes over the batch being flushed over the flushed table.
     fn scan(
         &self,
         from: String,
@@ -324,9 +386,7 @@ impl Journal {
                 .range::<&str>(from.as_str()..)
                 .map_err(io::Error::other)?;
             let mut next_flushed = self.next_row(&mut flushed)?;
-            let mut pending = self
-                .pending
-                .range::<str, _>((Bound::Included(from.as_str()), Bound::Unbounded));
+            let mut pending = Unflushed::from(&self.pending, self.flushing_batch(), &from);
             let mut next_pending = pending.next();
             loop {
                 let take_pending = match (&next_pending, &next_flushed) {
@@ -377,127 +437,174 @@ impl Journal {
         }
     }
 
+    /// Whether changes wait for a flush (one under way does not count).
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    /// Write the pending changes in one durable transaction.
+    /// Whether a background flush should begin now although its interval
+    /// has not passed: enough changes are pending, and none is under way.
+    pub fn wants_flush(&self) -> bool {
+        self.pending.len() >= FLUSH_SOON_PENDING && self.flushing.is_none()
+    }
+
+    /// Write the pending changes in one durable transaction, with those
+    /// of a background flush under way, which this takes over.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.take_back_flushing();
         if self.pending.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(io::Error::other)?;
-        {
-            let mut table = txn.open_table(JOURNAL).map_err(io::Error::other)?;
-            for (path, entry) in &self.pending {
-                match entry {
-                    Some(entry) => {
-                        let bytes = entry.encode();
-                        table
-                            .insert(path.as_str(), bytes.as_slice())
-                            .map_err(io::Error::other)?;
-                    }
-                    None => {
-                        table.remove(path.as_str()).map_err(io::Error::other)?;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(io::Error::other)?;
+        write_changes(&self.db, &self.pending)?;
         self.pending.clear();
         self.flushed = snapshot(&self.db)?;
         self.cache.get_mut().unwrap().clear();
         Ok(())
     }
+
+    /// Move the pending changes aside for a [`FlushJob`] to write without
+    /// holding the journal. `None` if nothing is pending or a flush is
+    /// under way already.
+    pub fn begin_flush(&mut self) -> Option<FlushJob> {
+        if self.pending.is_empty() || self.flushing.is_some() {
+            return None;
+        }
+        let batch = Arc::new(std::mem::take(&mut self.pending));
+        let taken_over = Arc::new(Mutex::new(false));
+        self.flushing = Some(InFlight {
+            batch: batch.clone(),
+            taken_over: taken_over.clone(),
+        });
+        Some(FlushJob {
+            db: self.db.clone(),
+            batch,
+            taken_over,
+        })
+    }
+
+    /// Take the result of `job`. If it failed, its batch is pending again
+    /// (under the changes made since), and the error is returned. A job
+    /// that a [`Journal::flush`] took over, or of another journal, leaves
+    /// this one as it is.
+    pub fn finish_flush(
+        &mut self,
+        job: FlushJob,
+        written: io::Result<FlushedTable>,
+    ) -> io::Result<()> {
+        let ours = self
+            .flushing
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(&f.taken_over, &job.taken_over));
+        drop(job);
+        if !ours {
+            return written.map(|_| ());
+        }
+        match written {
+            Ok(FlushedTable(table)) => {
+                // Ours, so not taken over: the job wrote a table.
+                if let Some(table) = table {
+                    self.flushed = table;
+                }
+                self.flushing = None;
+                self.cache.get_mut().unwrap().clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.take_back_flushing();
+                Err(e)
+            }
+        }
+    }
+
+    fn flushing_batch(&self) -> &Changes {
+        self.flushing.as_ref().map_or(&NO_CHANGES, |f| &f.batch)
+    }
+
+    /// Make the batch of a flush under way pending again, under the
+    /// changes made since. Waits for the job if it is writing, and stops
+    /// it from writing after.
+    fn take_back_flushing(&mut self) {
+        let Some(in_flight) = self.flushing.take() else {
+            return;
+        };
+        *lock(&in_flight.taken_over) = true;
+        let batch = Arc::try_unwrap(in_flight.batch).unwrap_or_else(|shared| (*shared).clone());
+        for (path, entry) in batch {
+            self.pending.entry(path).or_insert(entry);
+        }
+    }
+}
+
+/// The pending changes over the batch being flushed, from a path on, in
+/// path order: what a journal holds beyond its flushed table.
+struct Unflushed<'a> {
+    newer:
+        std::iter::Peekable<std::collections::btree_map::Range<'a, String, Option<JournalEntry>>>,
+    older:
+        std::iter::Peekable<std::collections::btree_map::Range<'a, String, Option<JournalEntry>>>,
+}
+
+impl<'a> Unflushed<'a> {
+    fn from(newer: &'a Changes, older: &'a Changes, from: &str) -> Unflushed<'a> {
+        let range = (Bound::Included(from), Bound::Unbounded);
+        Unflushed {
+            newer: newer.range::<str, _>(range).peekable(),
+            older: older.range::<str, _>(range).peekable(),
+        }
+    }
+}
+
+impl<'a> Iterator for Unflushed<'a> {
+    type Item = (&'a String, &'a Option<JournalEntry>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.newer.peek(), self.older.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((n, _)), Some((o, _))) => n.cmp(o),
+        };
+        match order {
+            std::cmp::Ordering::Less => self.newer.next(),
+            std::cmp::Ordering::Greater => self.older.next(),
+            std::cmp::Ordering::Equal => {
+                self.older.next();
+                self.newer.next()
+            }
+        }
+    }
+}
+
+/// Write `changes` into the journal table in one durable transaction.
+fn write_changes(db: &Database, changes: &Changes) -> io::Result<()> {
+    let txn = db.begin_write().map_err(io::Error::other)?;
+    {
+        let mut table = txn.open_table(JOURNAL).map_err(io::Error::other)?;
+        for (path, entry) in changes {
+            match entry {
+                Some(entry) => {
+                    let bytes = entry.encode();
+                    table
+                        .insert(path.as_str(), bytes.as_slice())
+                        .map_err(io::Error::other)?;
+                }
+                None => {
+                    table.remove(path.as_str()).map_err(io::Error::other)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(io::Error::other)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The table as it is now, readable until dropped.
 fn snapshot(db: &Database) -> io::Result<Table> {
     let read = db.begin_read().map_err(io::Error::other)?;
     read.open_table(JOURNAL).map_err(io::Error::other)
-}
-
-/// Journal values: a tag byte, then fixed-size little-endian fields.
-/// Journals written before this encoding hold JSON objects, which start
-/// with `{` and are still read.
-mod tag {
-    pub const STAGED_FILE: u8 = b'S';
-    pub const BLOB_FILE: u8 = b'B';
-    pub const DIR: u8 = b'D';
-    pub const WHITEOUT: u8 = b'W';
-}
-
-impl JournalEntry {
-    /// The entry as a journal value: `S mode n`, `B mode id size`,
-    /// `D opaque` or `W`.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(48);
-        match *self {
-            JournalEntry::File { source, mode } => match source {
-                FileSource::Staged(n) => {
-                    out.push(tag::STAGED_FILE);
-                    out.extend_from_slice(&mode.to_le_bytes());
-                    out.extend_from_slice(&n.to_le_bytes());
-                }
-                FileSource::Blob { id, size } => {
-                    out.push(tag::BLOB_FILE);
-                    out.extend_from_slice(&mode.to_le_bytes());
-                    out.extend_from_slice(&id.0);
-                    out.extend_from_slice(&size.to_le_bytes());
-                }
-            },
-            JournalEntry::Dir { opaque } => out.extend_from_slice(&[tag::DIR, opaque as u8]),
-            JournalEntry::Whiteout => out.push(tag::WHITEOUT),
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<JournalEntry, String> {
-        let u32_at = |at: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-        };
-        let u64_at = |at: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-        };
-        let entry = match bytes.first() {
-            Some(b'{') => return serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Some(&tag::STAGED_FILE) if bytes.len() == 13 => {
-                u32_at(1)
-                    .zip(u64_at(5))
-                    .map(|(mode, n)| JournalEntry::File {
-                        source: FileSource::Staged(n),
-                        mode,
-                    })
-            }
-            Some(&tag::BLOB_FILE) if bytes.len() == 45 => {
-                let id = ObjectId(bytes[5..37].try_into().expect("32 bytes"));
-                u32_at(1)
-                    .zip(u64_at(37))
-                    .map(|(mode, size)| JournalEntry::File {
-                        source: FileSource::Blob { id, size },
-                        mode,
-                    })
-            }
-            Some(&tag::DIR) if bytes.len() == 2 => Some(JournalEntry::Dir {
-                opaque: bytes[1] != 0,
-            }),
-            Some(&tag::WHITEOUT) if bytes.len() == 1 => Some(JournalEntry::Whiteout),
-            _ => None,
-        };
-        entry.ok_or_else(|| format!("unknown entry of {} bytes", bytes.len()))
-    }
-}
-
-fn decode(journal: &Path, path: &str, bytes: &[u8]) -> io::Result<JournalEntry> {
-    JournalEntry::decode(bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "session journal {} is corrupt at '{path}': {e}",
-                journal.display()
-            ),
-        )
-    })
 }
 
 /// What the paths strictly below `dir` start with ("" for the root).
@@ -514,31 +621,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn entries_read_back_as_written_and_journals_of_json_entries_still_read() {
-        let id = ObjectId::of(b"bytes");
-        let entries = [
-            JournalEntry::File {
-                source: FileSource::Staged(u64::MAX - 1),
-                mode: 0o100_644,
-            },
-            JournalEntry::File {
-                source: FileSource::Blob { id, size: 5 },
-                mode: 0o755,
-            },
-            JournalEntry::Dir { opaque: true },
-            JournalEntry::Dir { opaque: false },
-            JournalEntry::Whiteout,
-        ];
-        for entry in entries {
-            assert_eq!(JournalEntry::decode(&entry.encode()), Ok(entry));
-            let json = serde_json::to_vec(&entry).unwrap();
-            assert_eq!(JournalEntry::decode(&json), Ok(entry), "legacy JSON value");
-        }
-        let error = decode(Path::new("j.redb"), "a/b", b"S\x01").unwrap_err();
-        assert!(error.to_string().contains("corrupt at 'a/b'"), "{error}");
-    }
-
     #[derive(Clone, Debug)]
     enum Op {
         Insert(String, JournalEntry),
@@ -546,6 +628,26 @@ mod tests {
         RemoveBelow(String),
         Flush,
         Reopen,
+        /// Background flushes: begin one, let it write, take its result,
+        /// or have it fail.
+        BeginFlush,
+        WriteFlush,
+        FinishFlush,
+        FailFlush,
+    }
+
+    /// A background flush under way in the test, and what its write gave
+    /// if it wrote.
+    type Background = Option<(FlushJob, Option<io::Result<FlushedTable>>)>;
+
+    fn finish(journal: &mut Journal, background: &mut Background) -> io::Result<()> {
+        match background.take() {
+            None => Ok(()),
+            Some((job, written)) => {
+                let written = written.unwrap_or_else(|| job.write());
+                journal.finish_flush(job, written)
+            }
+        }
     }
 
     fn path() -> impl Strategy<Value = String> {
@@ -571,6 +673,10 @@ mod tests {
             1 => prop_oneof![Just(String::new()), path()].prop_map(Op::RemoveBelow),
             1 => Just(Op::Flush),
             1 => Just(Op::Reopen),
+            2 => Just(Op::BeginFlush),
+            1 => Just(Op::WriteFlush),
+            1 => Just(Op::FinishFlush),
+            1 => Just(Op::FailFlush),
         ]
     }
 
@@ -600,14 +706,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// The journal, pending changes over a flushed table, reads like
-        /// a plain map of its entries, across flushes and reopening.
+        /// The journal, pending changes over a batch being flushed over a
+        /// flushed table, reads like a plain map of its entries, across
+        /// flushes, background flushes that finish, fail or are taken
+        /// over, and reopening.
         #[test]
-        fn the_journal_reads_like_a_map(ops in prop::collection::vec(op(), 1..60)) {
+        fn the_journal_reads_like_a_map(ops in prop::collection::vec(op(), 1..80)) {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("journal.redb");
             let mut journal = Journal::open(&file).unwrap();
             let mut model: BTreeMap<String, JournalEntry> = BTreeMap::new();
+            let mut background: Background = None;
             for op in ops {
                 match op {
                     Op::Insert(p, e) => {
@@ -624,9 +733,29 @@ mod tests {
                     }
                     Op::Flush => journal.flush().unwrap(),
                     Op::Reopen => {
+                        // A job holds the database open; the mount joins
+                        // its flusher before the journal goes, too.
+                        finish(&mut journal, &mut background).unwrap();
                         journal.flush().unwrap();
                         drop(journal);
                         journal = Journal::open(&file).unwrap();
+                    }
+                    Op::BeginFlush => {
+                        if background.is_none() {
+                            background = journal.begin_flush().map(|job| (job, None));
+                        }
+                    }
+                    Op::WriteFlush => {
+                        if let Some((job, written @ None)) = &mut background {
+                            *written = Some(job.write());
+                        }
+                    }
+                    Op::FinishFlush => finish(&mut journal, &mut background).unwrap(),
+                    Op::FailFlush => {
+                        if let Some((job, _)) = background.take() {
+                            let failed = Err(io::Error::other("the disk is gone"));
+                            prop_assert!(journal.finish_flush(job, failed).is_err());
+                        }
                     }
                 }
                 prop_assert_eq!(journal.len(), model.len());
