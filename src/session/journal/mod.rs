@@ -17,8 +17,8 @@
 //!
 //! The journal lives in redb, not in memory, so that a session with a
 //! million changed paths costs the daemon a few megabytes: reads look at
-//! the pending map, then at a snapshot of the table taken at the last
-//! flush. Two small helpers keep reads off the database: a set of the
+//! the pending map, then at the batch being flushed, then at a snapshot
+//! of the table taken at the last flush. Two small helpers keep reads off the database: a set of the
 //! hashes of every path written (most lookups are of paths the session
 //! never touched) and a bounded cache of recent answers (the ancestors of
 //! a path are looked up on every call).
@@ -105,7 +105,8 @@ pub struct Journal {
     /// hide an entry.
     written: HashSet<u64>,
     hasher: RandomState,
-    /// Answers read from `flushed` for paths with nothing pending.
+    /// Answers read from `flushed` for paths with nothing pending or
+    /// being flushed.
     cache: Mutex<HashMap<String, Option<JournalEntry>>>,
     len: usize,
 }
