@@ -110,14 +110,20 @@ pub fn serve(
             .name("zarrfs-flush".into())
             .spawn(move || {
                 let mut last_flush = Instant::now();
+                let mut last_failed = false;
                 while let Err(mpsc::RecvTimeoutError::Timeout) =
                     stop_rx.recv_timeout(FLUSH_CHECK_INTERVAL)
                 {
-                    if last_flush.elapsed() < FLUSH_INTERVAL && !fs.journal_wants_flush() {
+                    // After a failure, the batch is pending again: retry
+                    // at the interval, not at every check.
+                    let early = !last_failed && fs.journal_wants_flush();
+                    if last_flush.elapsed() < FLUSH_INTERVAL && !early {
                         continue;
                     }
                     last_flush = Instant::now();
-                    if let Err(e) = fs.flush_journal() {
+                    let flushed = fs.flush_journal();
+                    last_failed = flushed.is_err();
+                    if let Err(e) = flushed {
                         tracing::error!(
                             "flushing the session journal failed: {}",
                             io::Error::from_raw_os_error(e.0)
