@@ -23,9 +23,11 @@
 //! never touched) and a bounded cache of recent answers (the ancestors of
 //! a path are looked up on every call).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Ordering as Order;
+use std::collections::{BTreeMap, HashMap, HashSet, btree_map};
 use std::hash::{BuildHasher, RandomState};
 use std::io;
+use std::iter::Peekable;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -539,10 +541,8 @@ impl Journal {
 /// The pending changes over the batch being flushed, from a path on, in
 /// path order: what a journal holds beyond its flushed table.
 struct Unflushed<'a> {
-    newer:
-        std::iter::Peekable<std::collections::btree_map::Range<'a, String, Option<JournalEntry>>>,
-    older:
-        std::iter::Peekable<std::collections::btree_map::Range<'a, String, Option<JournalEntry>>>,
+    newer: Peekable<btree_map::Range<'a, String, Option<JournalEntry>>>,
+    older: Peekable<btree_map::Range<'a, String, Option<JournalEntry>>>,
 }
 
 impl<'a> Unflushed<'a> {
@@ -561,14 +561,14 @@ impl<'a> Iterator for Unflushed<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let order = match (self.newer.peek(), self.older.peek()) {
             (None, None) => return None,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => Order::Less,
+            (None, Some(_)) => Order::Greater,
             (Some((n, _)), Some((o, _))) => n.cmp(o),
         };
         match order {
-            std::cmp::Ordering::Less => self.newer.next(),
-            std::cmp::Ordering::Greater => self.older.next(),
-            std::cmp::Ordering::Equal => {
+            Order::Less => self.newer.next(),
+            Order::Greater => self.older.next(),
+            Order::Equal => {
                 self.older.next();
                 self.newer.next()
             }

@@ -210,9 +210,7 @@ pub(crate) fn rescue_starved(
     }
     // Reader threads end only with the session, giving IDLE_READER back
     // first (Follower's drop), so `tid` is still the reader's.
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler on a thread of this process with a valid param.
-    unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) == 0 }
+    set_policy_of(tid, libc::SCHED_OTHER)
 }
 
 /// What to do about one request.
@@ -332,11 +330,17 @@ impl Drop for Follower {
     }
 }
 
+/// Set the calling thread's policy.
 fn set_policy(policy: libc::c_int) -> bool {
+    set_policy_of(0, policy)
+}
+
+/// Set the policy of thread `tid` of this process (0: the calling one).
+fn set_policy_of(tid: libc::pid_t, policy: libc::c_int) -> bool {
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler on the calling thread with a valid param.
-    // Between SCHED_OTHER and SCHED_IDLE it keeps the nice value.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+    // SAFETY: sched_setscheduler on a thread of this process with a valid
+    // param. Between SCHED_OTHER and SCHED_IDLE it keeps the nice value.
+    unsafe { libc::sched_setscheduler(tid, policy, &param) == 0 }
 }
 
 /// Whether a SCHED_IDLE thread of this process may become SCHED_OTHER
