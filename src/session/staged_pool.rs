@@ -7,9 +7,19 @@
 //! (48-76 us of 78-111 us while 30,000 files of 4 KiB were written, and
 //! more while ext4 was slow after a mass deletion), all of it on the
 //! critical path of the writing program. A thread of the pool's own makes
-//! them instead, on whichever CPU is free, topping the pool up to
-//! [`READY_MOST`] whenever fewer than [`REFILL_BELOW`] are ready; a CREATE
-//! takes one that is ready, or makes one itself when none is.
+//! them instead, on whichever CPU is free; a CREATE takes one that is
+//! ready, or makes one itself when none is.
+//!
+//! The pool grows with the session's appetite: it keeps at most as many
+//! files ready as the session has taken so far, from [`READY_FEWEST`] up
+//! to [`READY_MOST`], and tops up once fewer than a third of that are
+//! ready. A session lasts until its commit, and the files it never used
+//! are deleted with it, so a fixed pool of 96 cost every small commit 96
+//! creations and 96 deletions. On ext4 that was worse than its share:
+//! for five minutes after a deletion, ext4 skips the freed inodes when it
+//! allocates, scanning past them (`recently_deleted`), so 8 mounts making
+//! 50 one-file commits each spent most of both CPUs there (24-26 commits
+//! a second instead of 100 or more).
 //!
 //! Files made and never used are empty and in no journal: the pool
 //! removes them when the session is dropped. After a crash they stay in
@@ -23,11 +33,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-/// The pool refills once fewer than this many files are ready...
-const REFILL_BELOW: usize = 32;
-
-/// ...up to this many.
+/// The most files kept ready, however many the session takes...
 const READY_MOST: usize = 96;
+
+/// ...and the fewest, however few it has taken.
+const READY_FEWEST: usize = 4;
+
+/// How many files the pool keeps ready once `taken` have been taken: as
+/// many again, within [`READY_FEWEST`]..=[`READY_MOST`].
+fn ready_most(taken: u64) -> usize {
+    usize::try_from(taken).map_or(READY_MOST, |taken| taken.clamp(READY_FEWEST, READY_MOST))
+}
+
+/// The pool is topped up once fewer than this many are ready.
+fn refill_below(taken: u64) -> usize {
+    ready_most(taken).div_ceil(3)
+}
 
 /// The staged files of one session directory: their numbers and the
 /// empty ones made ahead.
@@ -52,8 +73,12 @@ struct State {
     next: u64,
     /// Empty files made ahead, oldest number first.
     ready: VecDeque<(u64, File)>,
+    /// Files handed out by `take`, which sets how many to keep ready.
+    taken: u64,
     /// The maker is creating a file (the one a take should wait for).
     making: bool,
+    /// The maker waits to be asked to top the pool up.
+    maker_idle: bool,
     /// The maker stops filling (set when the pool is dropped).
     closed: bool,
     /// The maker's last creation failed: it waits to be asked again
@@ -74,7 +99,9 @@ impl StagedPool {
                 state: Mutex::new(State {
                     next,
                     ready: VecDeque::new(),
+                    taken: 0,
                     making: false,
+                    maker_idle: false,
                     closed: false,
                     failed: false,
                 }),
@@ -126,10 +153,12 @@ impl StagedPool {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         };
+        state.taken += 1;
         // The maker waits only while enough are ready or after a failure:
-        // wake it when this take crossed the line, or to try again.
-        if state.failed || (taken.is_some() && state.ready.len() == REFILL_BELOW - 1) {
+        // wake it when too few are left, or to try again.
+        if state.maker_idle && (state.failed || state.ready.len() < refill_below(state.taken)) {
             state.failed = false;
+            state.maker_idle = false;
             self.shared.wanted.notify_one();
         }
         match taken {
@@ -171,15 +200,18 @@ impl Shared {
     }
 
     /// The maker's loop: whenever asked, fill the pool up to
-    /// [`READY_MOST`], creating each file outside the lock so that takes
+    /// [`ready_most`], creating each file outside the lock so that takes
     /// go on meanwhile.
     fn make_ahead(&self) {
         let mut state = self.lock();
         loop {
-            while !state.closed && (state.failed || state.ready.len() >= REFILL_BELOW) {
+            while !state.closed && (state.failed || state.ready.len() >= refill_below(state.taken))
+            {
+                state.maker_idle = true;
                 state = self.wanted.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            while !state.closed && !state.failed && state.ready.len() < READY_MOST {
+            state.maker_idle = false;
+            while !state.closed && !state.failed && state.ready.len() < ready_most(state.taken) {
                 let n = state.next;
                 state.next += 1;
                 state.making = true;
@@ -265,6 +297,19 @@ mod tests {
         names
     }
 
+    /// Wait until the pool's maker has filled the pool and waits to be
+    /// asked again.
+    fn wait_for_idle_maker(pool: &StagedPool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !pool.shared.lock().maker_idle {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the maker never finished filling"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The scheduling policy of each thread of this process named `name`.
     fn policies_of_threads_named(name: &str) -> Vec<i32> {
         let mut policies = Vec::new();
@@ -300,10 +345,7 @@ mod tests {
         .join()
         .unwrap();
         // The maker has made the pool's files; it is between fillings.
-        let ready = || pool.shared.lock().ready.len() >= REFILL_BELOW;
-        while !ready() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_idle_maker(&pool);
         // Other tests' pools may have makers too: all are normal threads.
         let policies = policies_of_threads_named("staged-maker");
         assert!(
@@ -333,15 +375,35 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_keeps_about_as_many_ready_as_the_session_has_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = StagedPool::new(dir.path().to_owned(), 0);
+        // A session that writes one file, as most small commits do: a few
+        // made ahead, not a full pool to create and delete again.
+        pool.take().unwrap();
+        wait_for_idle_maker(&pool);
+        assert_eq!(names(dir.path()).len(), 1 + READY_FEWEST);
+        // A session that writes many grows the pool to its largest.
+        for _ in 0..400 {
+            pool.take().unwrap();
+        }
+        wait_for_idle_maker(&pool);
+        let ready = pool.shared.lock().ready.len();
+        assert!(
+            (READY_MOST / 3..=READY_MOST).contains(&ready),
+            "{ready} ready after 401 takes"
+        );
+    }
+
+    #[test]
     fn a_file_made_ahead_is_dated_when_it_is_taken() {
         let dir = tempfile::tempdir().unwrap();
         let mut pool = StagedPool::new(dir.path().to_owned(), 0);
         pool.take().unwrap();
         // Let the maker fill the pool, then age what it made.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        wait_for_idle_maker(&pool);
         let long_ago = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-        for n in 1..REFILL_BELOW as u64 {
-            let file = OpenOptions::new().write(true).open(pool.path(n)).unwrap();
+        for (_, file) in &pool.shared.lock().ready {
             file.set_modified(long_ago).unwrap();
         }
         let before = SystemTime::now() - std::time::Duration::from_secs(1);
