@@ -327,3 +327,66 @@ fn fsynced_session_data_survives_sigkill_and_the_resumed_session_commits_it() {
         b"chunk bytes that were fsynced"
     );
 }
+
+/// The lock by which the commits to `branch` from this machine take turns
+/// (zarrfs(5), LAYOUT), held as another commit holds it.
+fn hold_turn(repo: &Repo, branch: &str) -> zarrfs::storage::LockGuard {
+    repo.storage()
+        .lock(&format!("refs/locks/{branch}"), true)
+        .unwrap()
+}
+
+#[test]
+fn a_commit_waits_while_another_commit_moves_its_branch_and_lands_after() {
+    let (_dir, repo) = new_repo();
+    let before = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    let mut session = start(&repo, 1);
+    session.write_file("a/value", b"1").unwrap();
+    let turn = hold_turn(&repo, DEFAULT_BRANCH);
+    let committing = std::thread::spawn(move || session.commit("waits its turn").unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!committing.is_finished(), "the commit did not wait");
+    assert_eq!(
+        repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
+        before
+    );
+    drop(turn);
+    let landed = committing.join().unwrap();
+    assert_eq!(
+        repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
+        landed
+    );
+}
+
+#[test]
+fn a_commit_to_another_branch_does_not_wait_for_that_turn() {
+    let (_dir, repo) = new_repo();
+    let tip = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    repo.refs().create_branch("other", tip).unwrap();
+    let _main_turn = hold_turn(&repo, DEFAULT_BRANCH);
+    let mut session = Session::start(repo.clone(), SessionOptions::new("other")).unwrap();
+    session.write_file("a/value", b"1").unwrap();
+    let landed = session.commit("on other").unwrap();
+    assert_eq!(repo.resolve("other").unwrap(), landed);
+}
+
+#[test]
+fn a_commit_goes_on_without_its_turn_when_the_lock_cannot_be_taken() {
+    let (_dir, repo) = new_repo();
+    // Something that is not a directory where the locks go.
+    let locks = repo.path().join("refs/locks");
+    std::fs::remove_dir_all(&locks).unwrap();
+    std::fs::write(&locks, b"not a directory").unwrap();
+    let mut session = start(&repo, 1);
+    session.write_file("a/value", b"1").unwrap();
+    let landed = session.commit("without a turn").unwrap();
+    assert_eq!(
+        repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
+        landed
+    );
+    // A repository made before the locks existed gets their directory.
+    std::fs::remove_file(&locks).unwrap();
+    session.write_file("a/value", b"2").unwrap();
+    session.commit("makes the directory").unwrap();
+    assert!(locks.is_dir());
+}

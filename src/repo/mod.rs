@@ -9,6 +9,7 @@
 //! REPO/commits/ab/cdef…             commit records
 //! REPO/refs/branches/NAME/<seq>     branch versions, created exclusively
 //! REPO/refs/tags/NAME               tags, created once
+//! REPO/refs/locks/NAME              held by the commit moving a branch
 //! REPO/sessions/ID/                 sessions (owned by the session layer)
 //! REPO/tmp/                         files being written
 //! REPO/write.lock                   held by commits (shared) and gc
@@ -54,6 +55,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_BRANCH: &str = "main";
 /// The lock that commits hold shared and `gc` exclusively (see `gc`).
 const WRITE_LOCK: &str = "write.lock";
+
+/// The directory of the locks by which commits to one branch take turns
+/// (see `Repo::take_turn_to_move`).
+const BRANCH_LOCKS: &str = "refs/locks";
 
 /// How often a commit retries when other commits keep landing first.
 const MAX_COMMIT_ATTEMPTS: u32 = 200;
@@ -176,6 +181,7 @@ impl Repo {
             "commits",
             "refs/branches",
             "refs/tags",
+            BRANCH_LOCKS,
             "sessions",
             "tmp",
         ] {
@@ -281,6 +287,34 @@ impl Repo {
         on_wait: impl FnOnce(),
     ) -> io::Result<crate::storage::LockGuard> {
         self.storage.lock_telling_wait(WRITE_LOCK, false, on_wait)
+    }
+
+    /// Wait for the other commits to `branch` from this machine to move
+    /// it or give up, and keep them waiting until the guard is dropped.
+    ///
+    /// The compare-and-swap alone keeps every commit safe, but under
+    /// contention it wastes work: a commit that loses the race has built
+    /// and synced a tree on a tip that is already old, and tries again.
+    /// 8 mounts making 50 commits each at once took 4.3 attempts a
+    /// commit. Taking turns makes every attempt on this machine count;
+    /// the CAS still settles races with other machines, whose locks may
+    /// not reach this one. A lock that cannot be taken is not an error:
+    /// the commit goes on without its turn.
+    fn take_turn_to_move(&self, branch: &str) -> Option<crate::storage::LockGuard> {
+        let name = format!("{BRANCH_LOCKS}/{branch}");
+        let mut turn = self.storage.lock(&name, true);
+        if turn
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            // A repository made before branch locks existed.
+            turn = fs::create_dir_all(self.path.join(BRANCH_LOCKS))
+                .and_then(|()| self.storage.lock(&name, true));
+        }
+        turn.map_err(|e| {
+            tracing::warn!("committing to {branch} without waiting for its turn: {name}: {e}")
+        })
+        .ok()
     }
 
     /// [`Repo::lock_for_commit`] if no gc runs now; `None` instead of
@@ -449,6 +483,10 @@ impl Repo {
         // that wrote nothing yet are covered from here on.
         let _writing = self.lock_for_commit()?;
         let mut batch = request.written;
+        // What the caller wrote does not depend on the tip: make it
+        // durable before taking a turn, so that the turn is short.
+        batch.sync(&self.storage)?;
+        let _turn = self.take_turn_to_move(request.branch);
         let base_record = self.commit_record(request.base)?;
         // The commit after which everything has been checked for conflicts.
         let mut checked_up_to = request.base;
