@@ -291,10 +291,11 @@ fn empty_files_made_ahead_and_left_by_a_crash_do_not_become_changes() {
     let mountpoint = a.path.clone();
     a.ok("printf 'kept' | dd of=kept conv=fsync status=none");
     let session = a.session();
-    // The daemon makes empty staged files ahead once files are created.
+    // The daemon makes a few empty staged files ahead once files are
+    // created.
     assert!(
         eventually(Duration::from_secs(10), || staged_files(&scratch, &session)
-            > 10),
+            > 1),
         "no staged files were made ahead"
     );
     a.crash();
