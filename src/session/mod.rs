@@ -408,11 +408,10 @@ impl Session {
         }
         let generation = self.generation;
         let mut old = std::mem::replace(self, next);
-        let old_dir = old.dir.clone();
-        old.staged.doom_dir();
-        drop(old);
         self.generation = generation.wrapping_add(1);
-        remove_in_background(&self.repo, &old_dir);
+        old.seals.retire();
+        old.staged.doom_dir();
+        remove_in_background(&self.repo, old);
         Ok(())
     }
 
@@ -520,28 +519,34 @@ impl Drop for Session {
 /// repository's `tmp/`.
 const DOOMED_PREFIX: &str = "doomed-";
 
-/// Remove a finished session's directory without waiting: a commit of
-/// 100,000 files leaves as many staged files, which take a second to
-/// unlink. The directory is first renamed into `tmp/`, so that it is no
-/// longer a session whatever happens next; a removal cut short by the
-/// process's exit is finished by the next mount
+/// Close a finished session and remove its directory without waiting:
+/// a commit of 100,000 files leaves as many staged files, which take a
+/// second to unlink, and closing the journal's database syncs it a few
+/// times, which a commit of one file would wait for as long as for the
+/// rest of its work. The directory is first renamed into `tmp/`, so that
+/// it is no longer a session whatever happens next; a removal cut short
+/// by the process's exit is finished by the next mount
 /// ([`remove_leftovers`]). Failures only cost disk space.
-fn remove_in_background(repo: &Repo, dir: &Path) {
+fn remove_in_background(repo: &Repo, session: Session) {
+    let dir = session.dir.clone();
     let Some(name) = dir.file_name() else { return };
     let mut doomed = repo.path().join("tmp").join(DOOMED_PREFIX);
     doomed.as_mut_os_string().push(name);
-    if fs::rename(dir, &doomed).is_err() {
-        let _ = fs::remove_dir_all(dir);
-        return;
-    }
+    let doomed = if fs::rename(&dir, &doomed).is_ok() {
+        doomed
+    } else {
+        dir
+    };
     let spawned = std::thread::Builder::new()
         .name("remove-session".into())
         .spawn({
             let doomed = doomed.clone();
             move || {
+                drop(session);
                 let _ = fs::remove_dir_all(&doomed);
             }
         });
+    // Without a thread, the session went with the closure.
     if spawned.is_err() {
         let _ = fs::remove_dir_all(&doomed);
     }

@@ -113,11 +113,13 @@ impl StagedPool {
         }
     }
 
-    /// The session's directory is about to be removed: do not remove the
-    /// unused files one by one when the pool is dropped (a commit would
-    /// wait for it).
+    /// The session's directory is about to be moved away and removed:
+    /// make no more files in it, and do not remove the unused ones one by
+    /// one when the pool is dropped (a commit would wait for it).
     pub fn doom_dir(&mut self) {
         self.dir_doomed = true;
+        self.shared.lock().closed = true;
+        self.shared.wanted.notify_one();
     }
 
     /// The path of staged file `n`.
@@ -221,6 +223,8 @@ impl Shared {
                 state.making = false;
                 match made {
                     Ok(file) => state.ready.push_back((n, file)),
+                    // The directory went with the session meanwhile.
+                    Err(_) if state.closed => {}
                     Err(e) => {
                         tracing::warn!("making staged file {n} ahead: {e}");
                         state.failed = true;
