@@ -112,14 +112,36 @@ impl Storage {
     /// Create `key` with `bytes` if and only if it does not exist yet.
     /// Durable when it returns `Ok(true)`; `Ok(false)` if the key existed.
     pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        let prepared = PreparedPut {
+            tmp: self.write_tmp(bytes, true)?,
+            root: self.root.clone(),
+        };
+        self.link_if_absent(prepared, key)
+    }
+
+    /// The first half of [`Storage::put_if_absent`]: `bytes` in a file of
+    /// their own, not yet durable nor under any key. Make it durable with
+    /// [`Storage::sync`] of its [`PreparedPut::tmp_key`], together with
+    /// other writes, then [`Storage::link_if_absent`]. Dropped unlinked,
+    /// the file goes.
+    pub fn prepare_put(&self, bytes: &[u8]) -> io::Result<PreparedPut> {
+        Ok(PreparedPut {
+            tmp: self.write_tmp(bytes, false)?,
+            root: self.root.clone(),
+        })
+    }
+
+    /// The second half of [`Storage::put_if_absent`]: create `key` as the
+    /// prepared file, synced by the caller, if and only if it does not
+    /// exist yet. Durable when it returns `Ok(true)`.
+    pub fn link_if_absent(&self, prepared: PreparedPut, key: &str) -> io::Result<bool> {
         let target = self.path_of(key);
-        let tmp = self.write_tmp(bytes, true)?;
-        let linked = match fs::hard_link(&tmp, &target) {
+        let linked = match fs::hard_link(&prepared.tmp, &target) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 create_parent(&target)?;
-                match fs::hard_link(&tmp, &target) {
+                match fs::hard_link(&prepared.tmp, &target) {
                     Ok(()) => Ok(true),
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
                     Err(e) => Err(e),
@@ -127,7 +149,7 @@ impl Storage {
             }
             Err(e) => Err(e),
         };
-        let _ = fs::remove_file(&tmp);
+        drop(prepared);
         let linked = linked?;
         if linked {
             sync_dir(target.parent().expect("keys have a parent"))?;
@@ -332,6 +354,32 @@ impl Storage {
     }
 }
 
+/// Bytes written by [`Storage::prepare_put`], waiting for
+/// [`Storage::link_if_absent`].
+#[derive(Debug)]
+pub struct PreparedPut {
+    tmp: PathBuf,
+    root: PathBuf,
+}
+
+impl PreparedPut {
+    /// The key of the file as it is now, to make it durable with
+    /// [`Storage::sync`] or a write batch.
+    pub fn tmp_key(&self) -> String {
+        let relative = self
+            .tmp
+            .strip_prefix(&self.root)
+            .expect("tmp is in the root");
+        relative.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for PreparedPut {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// What [`Storage::stat`] tells of a key's file.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyStat {
@@ -435,6 +483,21 @@ mod tests {
         let (_dir, storage) = storage();
         assert!(storage.put_if_absent("refs/a/1", b"first").unwrap());
         assert!(!storage.put_if_absent("refs/a/1", b"second").unwrap());
+        assert_eq!(storage.get("refs/a/1").unwrap().unwrap(), b"first");
+        assert!(storage.list("tmp").unwrap().is_empty(), "no temp file left");
+    }
+
+    #[test]
+    fn a_prepared_put_is_created_once_and_leaves_no_temp_file_whatever_happens() {
+        let (_dir, storage) = storage();
+        let first = storage.prepare_put(b"first").unwrap();
+        let second = storage.prepare_put(b"second").unwrap();
+        let abandoned = storage.prepare_put(b"abandoned").unwrap();
+        storage.sync(&[first.tmp_key(), second.tmp_key()]).unwrap();
+        assert_eq!(storage.list("tmp").unwrap().len(), 3);
+        assert!(storage.link_if_absent(first, "refs/a/1").unwrap());
+        assert!(!storage.link_if_absent(second, "refs/a/1").unwrap());
+        drop(abandoned);
         assert_eq!(storage.get("refs/a/1").unwrap().unwrap(), b"first");
         assert!(storage.list("tmp").unwrap().is_empty(), "no temp file left");
     }

@@ -300,17 +300,17 @@ impl Repo {
     /// the CAS still settles races with other machines, whose locks may
     /// not reach this one. A lock that cannot be taken is not an error:
     /// the commit goes on without its turn.
-    fn take_turn_to_move(&self, branch: &str) -> Option<crate::storage::LockGuard> {
+    ///
+    /// `on_wait` runs first if another commit has the turn.
+    fn take_turn_to_move(
+        &self,
+        branch: &str,
+        on_wait: impl FnOnce(),
+    ) -> Option<crate::storage::LockGuard> {
         let name = format!("{BRANCH_LOCKS}/{branch}");
-        let mut turn = self.storage.lock(&name, true);
-        if turn
-            .as_ref()
-            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-        {
-            // A repository made before branch locks existed.
-            turn = fs::create_dir_all(self.path.join(BRANCH_LOCKS))
-                .and_then(|()| self.storage.lock(&name, true));
-        }
+        // A repository made before branch locks existed has no directory.
+        let turn = fs::create_dir_all(self.path.join(BRANCH_LOCKS))
+            .and_then(|()| self.storage.lock_telling_wait(&name, true, on_wait));
         turn.map_err(|e| {
             tracing::warn!("committing to {branch} without waiting for its turn: {name}: {e}")
         })
@@ -483,10 +483,14 @@ impl Repo {
         // that wrote nothing yet are covered from here on.
         let _writing = self.lock_for_commit()?;
         let mut batch = request.written;
-        // What the caller wrote does not depend on the tip: make it
-        // durable before taking a turn, so that the turn is short.
-        batch.sync(&self.storage)?;
-        let _turn = self.take_turn_to_move(request.branch);
+        // What the caller wrote does not depend on the tip: while other
+        // commits have the turn, make it durable, so that the turn is
+        // short. With the turn free, one sync takes it all.
+        let mut synced_while_waiting = Ok(());
+        let _turn = self.take_turn_to_move(request.branch, || {
+            synced_while_waiting = batch.sync(&self.storage)
+        });
+        synced_while_waiting?;
         let base_record = self.commit_record(request.base)?;
         // The commit after which everything has been checked for conflicts.
         let mut checked_up_to = request.base;
@@ -535,6 +539,9 @@ impl Repo {
                 session: request.session.to_owned(),
             };
             let id = self.put_commit(&record, &mut batch)?;
+            let swap = self
+                .refs()
+                .prepare_swap(request.branch, tip.seq, id, &mut batch)?;
             // Everything the commit reaches is durable before the ref names it.
             batch.sync(&self.storage)?;
             tracing::debug!(
@@ -543,7 +550,7 @@ impl Repo {
                 sync_ms = (started.elapsed() - applied).as_millis() as u64,
                 "commit attempt written"
             );
-            if self.refs().compare_and_swap(request.branch, tip.seq, id)? {
+            if self.refs().finish_swap(swap)? {
                 self.commits.lock().unwrap().insert(id, Arc::new(record));
                 return Ok(CommitOutcome { id, rebased_over });
             }

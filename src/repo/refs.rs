@@ -15,9 +15,9 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::Storage;
+use crate::storage::{PreparedPut, Storage};
 
-use super::object::CommitId;
+use super::object::{CommitId, WriteBatch};
 
 /// One version of a branch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,14 @@ struct RefRecord {
 /// One stored version of a branch: its key, and the commit it names
 /// (`None` for a deletion) or why it cannot be read.
 pub type RefVersion = (String, Result<Option<CommitId>, String>);
+
+/// A branch version written but not yet created (see
+/// [`Refs::prepare_swap`]).
+pub struct PreparedSwap {
+    name: String,
+    seq: u64,
+    version: PreparedPut,
+}
 
 /// A branch as read: its version number and the commit it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,15 +161,46 @@ impl<'a> Refs<'a> {
         from_seq: u64,
         commit: CommitId,
     ) -> io::Result<bool> {
+        let mut batch = WriteBatch::default();
+        let prepared = self.prepare_swap(name, from_seq, commit, &mut batch)?;
+        batch.sync(self.storage)?;
+        self.finish_swap(prepared)
+    }
+
+    /// [`Refs::compare_and_swap`] in two halves, so that the new version's
+    /// file is made durable with the commit it names, by one sync of
+    /// `batch`, before [`Refs::finish_swap`].
+    pub fn prepare_swap(
+        &self,
+        name: &str,
+        from_seq: u64,
+        commit: CommitId,
+        batch: &mut WriteBatch,
+    ) -> io::Result<PreparedSwap> {
         let record = RefRecord {
             commit: Some(commit),
         };
-        let moved = self.storage.put_if_absent(
-            &Self::version_key(name, from_seq + 1),
-            &serde_json::to_vec(&record).unwrap(),
-        )?;
+        let version = self
+            .storage
+            .prepare_put(&serde_json::to_vec(&record).unwrap())?;
+        batch.push(version.tmp_key());
+        Ok(PreparedSwap {
+            name: name.to_owned(),
+            seq: from_seq + 1,
+            version,
+        })
+    }
+
+    /// Move the branch as prepared, once the batch holding the new
+    /// version is synced. Returns false, changing nothing, if someone
+    /// moved it since.
+    pub fn finish_swap(&self, prepared: PreparedSwap) -> io::Result<bool> {
+        let PreparedSwap { name, seq, version } = prepared;
+        let moved = self
+            .storage
+            .link_if_absent(version, &Self::version_key(&name, seq))?;
         if moved {
-            self.leave_hint(name, from_seq + 1);
+            self.leave_hint(&name, seq);
         }
         Ok(moved)
     }
