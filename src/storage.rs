@@ -9,7 +9,11 @@
 //! ref moves by creating its next version with it. Locally it writes a
 //! temporary file, makes it durable, and `link(2)`s it to the key: `link`
 //! fails with `EEXIST` if the key exists, atomically, on local disks and on
-//! NFS alike, and the key never shows partial content.
+//! NFS alike, and the key never shows partial content. A commit uses its
+//! two halves, [`Storage::prepare_put`] and [`Storage::link_if_absent`],
+//! so that the temporary file is made durable with the commit's objects
+//! (an object store's conditional write has no such halves: there the
+//! pair will be one request).
 //!
 //! Durability is explicit: `put` does not fsync (objects are written in bulk
 //! and made durable together by [`Storage::sync`] before a ref points at
@@ -22,6 +26,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where files are written before they are linked or renamed under
+/// their key.
+const TMP_DIR: &str = "tmp";
 
 /// Above this many files to make durable, one `syncfs(2)` is cheaper than
 /// an `fsync(2)` per file.
@@ -254,18 +262,65 @@ impl Storage {
         Ok(self.lock_file_if_free(name, exclusive)?.ok())
     }
 
+    /// [`Storage::lock_telling_wait`], but waiting at most `patience`:
+    /// `None` if the lock is still held then, or if `on_wait` failed (its
+    /// error is returned).
+    pub fn lock_waiting_at_most(
+        &self,
+        name: &str,
+        exclusive: bool,
+        patience: std::time::Duration,
+        on_wait: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<Option<LockGuard>> {
+        const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+        const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+        let file = match self.lock_file_if_free(name, exclusive)? {
+            Ok(guard) => return Ok(Some(guard)),
+            Err(file) => file,
+        };
+        on_wait()?;
+        // flock has no timeout: ask again and again, more slowly as the
+        // wait grows, so that a short turn costs little delay and a long
+        // one little CPU.
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = FIRST_PAUSE;
+        loop {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LONGEST_PAUSE);
+            // SAFETY: flock on a valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0
+            {
+                return Ok(Some(LockGuard { _file: file }));
+            }
+            let error = io::Error::last_os_error();
+            if !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
+                return Err(error);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
     /// The lock taken without waiting, or its file, open, if it is held.
     fn lock_file_if_free(
         &self,
         name: &str,
         exclusive: bool,
     ) -> io::Result<Result<LockGuard, File>> {
-        let file = OpenOptions::new()
+        let path = self.root.join(name);
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(self.root.join(name))?;
+            .open(&path)
+        {
+            // Another user's lock file, in a repository they share: flock
+            // needs only to read it.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(&path)?,
+            opened => opened?,
+        };
         // SAFETY: flock on a valid descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0 {
             return Ok(Ok(LockGuard { _file: file }));
@@ -277,7 +332,9 @@ impl Storage {
         Ok(Err(file))
     }
 
-    /// Make the given keys, and the directory entries naming them, durable.
+    /// Make the given keys, and the directory entries naming them, durable
+    /// (but for those in `tmp/`, whose names need not survive a crash: a
+    /// file there is made durable to be linked elsewhere).
     pub fn sync(&self, keys: &[String]) -> io::Result<()> {
         if keys.is_empty() {
             return Ok(());
@@ -285,11 +342,14 @@ impl Storage {
         if keys.len() > SYNCFS_THRESHOLD {
             return self.sync_filesystem();
         }
+        let tmp = self.root.join(TMP_DIR);
         let mut dirs = std::collections::BTreeSet::new();
         let mut paths = Vec::with_capacity(keys.len() * 2);
         for key in keys {
             let path = self.path_of(key);
-            if let Some(parent) = path.parent() {
+            if let Some(parent) = path.parent()
+                && parent != tmp
+            {
                 dirs.insert(parent.to_path_buf());
             }
             paths.push(path);
@@ -325,7 +385,7 @@ impl Storage {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp =
             self.root
-                .join("tmp")
+                .join(TMP_DIR)
                 .join(format!("{}.{}.{}", std::process::id(), thread_tag(), n));
         let mut file = OpenOptions::new()
             .write(true)
@@ -434,23 +494,39 @@ fn create_parent(path: &Path) -> io::Result<()> {
 /// once: each waits mostly for the disk, and a disk answers several
 /// together about as fast as one.
 fn sync_paths_at_once(paths: &[PathBuf]) -> io::Result<()> {
-    /// More threads than this share the paths out.
+    /// More paths than this share the threads.
     const MOST_THREADS: usize = 16;
     let sync = |path: &PathBuf| File::open(path)?.sync_all();
-    if paths.len() == 1 {
-        return sync(&paths[0]);
-    }
     let per_thread = paths.len().div_ceil(MOST_THREADS);
+    let mut parts = paths.chunks(per_thread.max(1));
+    let Some(own_part) = parts.next() else {
+        return Ok(());
+    };
     std::thread::scope(|scope| {
-        let threads: Vec<_> = paths
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(sync)))
-            .collect();
-        threads.into_iter().try_for_each(|thread| {
-            thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
-        })
+        // A part that gets no thread is synced here, after this thread's.
+        let (threads, unthreaded): (Vec<_>, Vec<_>) = parts
+            .map(|part| {
+                std::thread::Builder::new()
+                    .name("sync".into())
+                    .spawn_scoped(scope, move || part.iter().try_for_each(sync))
+                    .map_err(|_| part)
+            })
+            .partition(Result::is_ok);
+        let own = own_part.iter().try_for_each(sync);
+        let others = unthreaded
+            .into_iter()
+            .filter_map(Result::err)
+            .flatten()
+            .try_for_each(sync);
+        let threaded = threads
+            .into_iter()
+            .filter_map(Result::ok)
+            .try_for_each(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
+            });
+        own.and(others).and(threaded)
     })
 }
 

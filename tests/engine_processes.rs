@@ -384,9 +384,29 @@ fn a_commit_goes_on_without_its_turn_when_the_lock_cannot_be_taken() {
         repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
         landed
     );
-    // A repository made before the locks existed gets their directory.
+    // A repository made before the locks existed gets their directory
+    // when it is opened.
     std::fs::remove_file(&locks).unwrap();
-    session.write_file("a/value", b"2").unwrap();
-    session.commit("makes the directory").unwrap();
+    Repo::open(repo.path()).unwrap();
     assert!(locks.is_dir());
+}
+
+#[test]
+fn a_commit_waits_for_its_turn_only_so_long_then_lands_without_it() {
+    let (_dir, repo) = new_repo();
+    let mut session = start(&repo, 1);
+    session.write_file("a/value", b"1").unwrap();
+    // A holder that never lets go: a stopped or hung committer.
+    let _held_forever = hold_turn(&repo, DEFAULT_BRANCH);
+    let started = std::time::Instant::now();
+    let landed = session.commit("without waiting forever").unwrap();
+    assert_eq!(
+        repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
+        landed
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it did wait for the turn a while: {:?}",
+        started.elapsed()
+    );
 }

@@ -60,6 +60,11 @@ const WRITE_LOCK: &str = "write.lock";
 /// (see `Repo::take_turn_to_move`).
 const BRANCH_LOCKS: &str = "refs/locks";
 
+/// The longest a commit waits for its turn to move a branch (see
+/// `Repo::take_turn_to_move`): many times what a commit's turn takes,
+/// short enough that a stuck holder costs the others little.
+const TURN_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How often a commit retries when other commits keep landing first.
 const MAX_COMMIT_ATTEMPTS: u32 = 200;
 /// The longest pause between two attempts.
@@ -245,6 +250,9 @@ impl Repo {
                 found: format.version,
             });
         }
+        // Repositories made before branch locks existed lack their
+        // directory; a read-only one goes without (commits would fail).
+        let _ = fs::create_dir_all(path.join(BRANCH_LOCKS));
         Ok(Repo {
             path: fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
             objects: Objects::new(storage.clone()),
@@ -289,32 +297,53 @@ impl Repo {
         self.storage.lock_telling_wait(WRITE_LOCK, false, on_wait)
     }
 
-    /// Wait for the other commits to `branch` from this machine to move
-    /// it or give up, and keep them waiting until the guard is dropped.
+    /// Wait for the other commits to `branch` to move it or give up, and
+    /// keep them waiting until the guard is dropped.
     ///
     /// The compare-and-swap alone keeps every commit safe, but under
     /// contention it wastes work: a commit that loses the race has built
     /// and synced a tree on a tip that is already old, and tries again.
     /// 8 mounts making 50 commits each at once took 4.3 attempts a
-    /// commit. Taking turns makes every attempt on this machine count;
-    /// the CAS still settles races with other machines, whose locks may
-    /// not reach this one. A lock that cannot be taken is not an error:
-    /// the commit goes on without its turn.
+    /// commit. Taking turns makes every attempt count. The turn is an
+    /// economy, not a guarantee: a commit that cannot take the lock, or
+    /// has waited [`TURN_PATIENCE`] for it, goes on without (a stopped or
+    /// hung holder must not hold up every other commit to the branch, and
+    /// their mounts with them), and the CAS settles the race.
     ///
-    /// `on_wait` runs first if another commit has the turn.
+    /// `on_wait` runs first if another commit has the turn; its error
+    /// ends the wait.
     fn take_turn_to_move(
         &self,
         branch: &str,
-        on_wait: impl FnOnce(),
-    ) -> Option<crate::storage::LockGuard> {
+        on_wait: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<Option<crate::storage::LockGuard>> {
         let name = format!("{BRANCH_LOCKS}/{branch}");
-        // A repository made before branch locks existed has no directory.
-        let turn = fs::create_dir_all(self.path.join(BRANCH_LOCKS))
-            .and_then(|()| self.storage.lock_telling_wait(&name, true, on_wait));
-        turn.map_err(|e| {
-            tracing::warn!("committing to {branch} without waiting for its turn: {name}: {e}")
-        })
-        .ok()
+        let mut on_wait_failed = None;
+        let turn = self
+            .storage
+            .lock_waiting_at_most(&name, true, TURN_PATIENCE, || {
+                on_wait().map_err(|e| {
+                    let stop = io::Error::new(e.kind(), e.to_string());
+                    on_wait_failed = Some(e);
+                    stop
+                })
+            });
+        if let Some(e) = on_wait_failed {
+            return Err(e);
+        }
+        match turn {
+            Ok(Some(turn)) => Ok(Some(turn)),
+            Ok(None) => {
+                tracing::info!(
+                    "committing to {branch} without its turn: another commit has held it for {TURN_PATIENCE:?}"
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!("committing to {branch} without its turn: {name}: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// [`Repo::lock_for_commit`] if no gc runs now; `None` instead of
@@ -486,11 +515,7 @@ impl Repo {
         // What the caller wrote does not depend on the tip: while other
         // commits have the turn, make it durable, so that the turn is
         // short. With the turn free, one sync takes it all.
-        let mut synced_while_waiting = Ok(());
-        let _turn = self.take_turn_to_move(request.branch, || {
-            synced_while_waiting = batch.sync(&self.storage)
-        });
-        synced_while_waiting?;
+        let _turn = self.take_turn_to_move(request.branch, || batch.sync(&self.storage))?;
         let base_record = self.commit_record(request.base)?;
         // The commit after which everything has been checked for conflicts.
         let mut checked_up_to = request.base;

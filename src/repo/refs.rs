@@ -4,7 +4,9 @@
 //! small JSON file naming a commit (or recording the branch's deletion).
 //! The current value is the highest version. Moving a branch from the
 //! version it was read at, `seq`, means creating version `seq + 1` with
-//! [`Storage::put_if_absent`]: of several processes racing, on one machine
+//! [`Storage::put_if_absent`] (for a commit, its two halves
+//! [`Refs::prepare_swap`] and [`Refs::finish_swap`], so that the version is
+//! synced with the commit's objects): of several processes racing, on one machine
 //! or on a shared filesystem, exactly one creates it and the others learn
 //! that they lost. Versions are never removed, so a stale writer can never
 //! recreate one.
@@ -154,7 +156,9 @@ impl<'a> Refs<'a> {
     }
 
     /// Move the branch read at version `from_seq` to `commit`. Returns
-    /// false, changing nothing, if someone moved it since.
+    /// false, changing nothing, if someone moved it since. (Commits use
+    /// its halves; this is their sum, for tests.)
+    #[cfg(test)]
     pub fn compare_and_swap(
         &self,
         name: &str,

@@ -411,7 +411,7 @@ impl Session {
         self.generation = generation.wrapping_add(1);
         old.seals.retire();
         old.staged.doom_dir();
-        remove_in_background(&self.repo, old);
+        remove_in_background(old);
         Ok(())
     }
 
@@ -527,11 +527,12 @@ const DOOMED_PREFIX: &str = "doomed-";
 /// it is no longer a session whatever happens next; a removal cut short
 /// by the process's exit is finished by the next mount
 /// ([`remove_leftovers`]). Failures only cost disk space.
-fn remove_in_background(repo: &Repo, session: Session) {
+fn remove_in_background(session: Session) {
     let dir = session.dir.clone();
-    let Some(name) = dir.file_name() else { return };
-    let mut doomed = repo.path().join("tmp").join(DOOMED_PREFIX);
-    doomed.as_mut_os_string().push(name);
+    let mut doomed = session.repo.path().join("tmp").join(DOOMED_PREFIX);
+    doomed
+        .as_mut_os_string()
+        .push(dir.file_name().unwrap_or_default());
     let doomed = if fs::rename(&dir, &doomed).is_ok() {
         doomed
     } else {

@@ -21,9 +21,10 @@
 //! 50 one-file commits each spent most of both CPUs there (24-26 commits
 //! a second instead of 100 or more).
 //!
-//! Files made and never used are empty and in no journal: the pool
-//! removes them when the session is dropped. After a crash they stay in
-//! `staged/` until the session's directory goes; they only take numbers.
+//! Files made and never used are empty and in no journal: they go with
+//! the session's directory when it ends, and an unmounted session's pool
+//! removes them when it is dropped. After a crash they stay in `staged/`
+//! until the session's directory goes; they only take numbers.
 
 use std::collections::VecDeque;
 use std::fs::{File, FileTimes, OpenOptions};
@@ -79,7 +80,8 @@ struct State {
     making: bool,
     /// The maker waits to be asked to top the pool up.
     maker_idle: bool,
-    /// The maker stops filling (set when the pool is dropped).
+    /// The maker stops filling (set when the pool is dropped or its
+    /// directory doomed).
     closed: bool,
     /// The maker's last creation failed: it waits to be asked again
     /// rather than retry in a loop (the CREATE that makes its own file
