@@ -120,10 +120,7 @@ impl Storage {
     /// Create `key` with `bytes` if and only if it does not exist yet.
     /// Durable when it returns `Ok(true)`; `Ok(false)` if the key existed.
     pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
-        let prepared = PreparedPut {
-            tmp: self.write_tmp(bytes, true)?,
-            root: self.root.clone(),
-        };
+        let prepared = self.prepare(bytes, true)?;
         self.link_if_absent(prepared, key)
     }
 
@@ -133,8 +130,12 @@ impl Storage {
     /// other writes, then [`Storage::link_if_absent`]. Dropped unlinked,
     /// the file goes.
     pub fn prepare_put(&self, bytes: &[u8]) -> io::Result<PreparedPut> {
+        self.prepare(bytes, false)
+    }
+
+    fn prepare(&self, bytes: &[u8], durable: bool) -> io::Result<PreparedPut> {
         Ok(PreparedPut {
-            tmp: self.write_tmp(bytes, false)?,
+            tmp: self.write_tmp(bytes, durable)?,
             root: self.root.clone(),
         })
     }
@@ -263,20 +264,22 @@ impl Storage {
     }
 
     /// [`Storage::lock_telling_wait`], but waiting at most `patience`:
-    /// `None` if the lock is still held then, or if `on_wait` failed (its
-    /// error is returned).
-    pub fn lock_waiting_at_most(
+    /// `None` if the lock is still held then. An error of `on_wait` ends
+    /// the wait and is returned as the outer error, the lock's own as
+    /// the inner one.
+    pub fn lock_waiting_at_most<E>(
         &self,
         name: &str,
         exclusive: bool,
         patience: std::time::Duration,
-        on_wait: impl FnOnce() -> io::Result<()>,
-    ) -> io::Result<Option<LockGuard>> {
+        on_wait: impl FnOnce() -> Result<(), E>,
+    ) -> Result<io::Result<Option<LockGuard>>, E> {
         const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
         const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
-        let file = match self.lock_file_if_free(name, exclusive)? {
-            Ok(guard) => return Ok(Some(guard)),
-            Err(file) => file,
+        let file = match self.lock_file_if_free(name, exclusive) {
+            Ok(Ok(guard)) => return Ok(Ok(Some(guard))),
+            Ok(Err(file)) => file,
+            Err(e) => return Ok(Err(e)),
         };
         on_wait()?;
         // flock has no timeout: ask again and again, more slowly as the
@@ -287,17 +290,11 @@ impl Storage {
         loop {
             std::thread::sleep(pause);
             pause = (pause * 2).min(LONGEST_PAUSE);
-            // SAFETY: flock on a valid descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0
-            {
-                return Ok(Some(LockGuard { _file: file }));
-            }
-            let error = io::Error::last_os_error();
-            if !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
-                return Err(error);
-            }
-            if std::time::Instant::now() >= deadline {
-                return Ok(None);
+            match flock_if_free(&file, exclusive) {
+                Ok(true) => return Ok(Ok(Some(LockGuard { _file: file }))),
+                Err(e) if e.kind() != ErrorKind::Interrupted => return Ok(Err(e)),
+                _ if std::time::Instant::now() >= deadline => return Ok(Ok(None)),
+                _ => {}
             }
         }
     }
@@ -321,13 +318,8 @@ impl Storage {
             Err(e) if e.kind() == ErrorKind::PermissionDenied => File::open(&path)?,
             opened => opened?,
         };
-        // SAFETY: flock on a valid descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0 {
+        if flock_if_free(&file, exclusive)? {
             return Ok(Ok(LockGuard { _file: file }));
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != ErrorKind::WouldBlock {
-            return Err(error);
         }
         Ok(Err(file))
     }
@@ -503,31 +495,41 @@ fn sync_paths_at_once(paths: &[PathBuf]) -> io::Result<()> {
         return Ok(());
     };
     std::thread::scope(|scope| {
-        // A part that gets no thread is synced here, after this thread's.
-        let (threads, unthreaded): (Vec<_>, Vec<_>) = parts
-            .map(|part| {
-                std::thread::Builder::new()
-                    .name("sync".into())
-                    .spawn_scoped(scope, move || part.iter().try_for_each(sync))
-                    .map_err(|_| part)
-            })
-            .partition(Result::is_ok);
-        let own = own_part.iter().try_for_each(sync);
-        let others = unthreaded
-            .into_iter()
-            .filter_map(Result::err)
-            .flatten()
-            .try_for_each(sync);
-        let threaded = threads
-            .into_iter()
-            .filter_map(Result::ok)
-            .try_for_each(|thread| {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
-            });
-        own.and(others).and(threaded)
+        let mut threads = Vec::new();
+        let mut synced = Ok(());
+        for part in parts {
+            match std::thread::Builder::new()
+                .name("sync".into())
+                .spawn_scoped(scope, move || part.iter().try_for_each(sync))
+            {
+                Ok(thread) => threads.push(thread),
+                // No thread for it: synced here.
+                Err(_) => synced = synced.and(part.iter().try_for_each(sync)),
+            }
+        }
+        synced = synced.and(own_part.iter().try_for_each(sync));
+        for thread in threads {
+            let joined = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")));
+            synced = synced.and(joined);
+        }
+        synced
     })
+}
+
+/// Take a flock on `file` if nobody holds it in a conflicting way:
+/// whether it was taken.
+fn flock_if_free(file: &File, exclusive: bool) -> io::Result<bool> {
+    // SAFETY: flock on a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), flock_mode(exclusive) | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == ErrorKind::WouldBlock {
+        return Ok(false);
+    }
+    Err(error)
 }
 
 /// fsync a directory, so that the entries created in it survive a crash.

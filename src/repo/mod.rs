@@ -318,19 +318,9 @@ impl Repo {
         on_wait: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<Option<crate::storage::LockGuard>> {
         let name = format!("{BRANCH_LOCKS}/{branch}");
-        let mut on_wait_failed = None;
         let turn = self
             .storage
-            .lock_waiting_at_most(&name, true, TURN_PATIENCE, || {
-                on_wait().map_err(|e| {
-                    let stop = io::Error::new(e.kind(), e.to_string());
-                    on_wait_failed = Some(e);
-                    stop
-                })
-            });
-        if let Some(e) = on_wait_failed {
-            return Err(e);
-        }
+            .lock_waiting_at_most(&name, true, TURN_PATIENCE, on_wait)?;
         match turn {
             Ok(Some(turn)) => Ok(Some(turn)),
             Ok(None) => {
