@@ -410,6 +410,7 @@ impl Session {
         let mut old = std::mem::replace(self, next);
         self.generation = generation.wrapping_add(1);
         old.seals.retire();
+        old.staged.hand_over_ready(&mut self.staged);
         old.staged.doom_dir();
         remove_in_background(old);
         Ok(())

@@ -13,18 +13,20 @@
 //! The pool grows with the session's appetite: it keeps at most as many
 //! files ready as the session has taken so far, from [`READY_FEWEST`] up
 //! to [`READY_MOST`], and tops up once fewer than a third of that are
-//! ready. A session lasts until its commit, and the files it never used
-//! are deleted with it, so a fixed pool of 96 cost every small commit 96
-//! creations and 96 deletions. On ext4 that was worse than its share:
-//! for five minutes after a deletion, ext4 skips the freed inodes when it
-//! allocates, scanning past them (`recently_deleted`), so 8 mounts making
-//! 50 one-file commits each spent most of both CPUs there (24-26 commits
-//! a second instead of 100 or more).
+//! ready. A session lasts until its commit, and a fixed pool of 96 cost
+//! every small commit 96 creations and 96 deletions. On ext4 that was
+//! worse than its share: for five minutes after a deletion, ext4 skips
+//! the freed inodes when it allocates, scanning past them
+//! (`recently_deleted`), so 8 mounts making 50 one-file commits each
+//! spent most of both CPUs there (24-26 commits a second instead of 100
+//! or more).
 //!
-//! Files made and never used are empty and in no journal: they go with
-//! the session's directory when it ends, and an unmounted session's pool
-//! removes them when it is dropped. After a crash they stay in `staged/`
-//! until the session's directory goes; they only take numbers.
+//! Files made and never used are empty and in no journal. When a session
+//! ends for the next (a commit, a discard, a checkout), they move to the
+//! next session's pool ([`StagedPool::hand_over_ready`]), so that no inode
+//! is freed; an unmounted session's pool removes them when it is dropped.
+//! After a crash they stay in `staged/` until the session's directory
+//! goes; they only take numbers.
 
 use std::collections::VecDeque;
 use std::fs::{File, FileTimes, OpenOptions};
@@ -124,6 +126,27 @@ impl StagedPool {
         self.shared.wanted.notify_one();
     }
 
+    /// The session ends and `next` is its successor's pool: move the
+    /// files made ahead and never used over to it, renamed into its
+    /// directory, instead of deleting them with this one. A deleted file
+    /// frees its inode, which ext4 then scans past at every creation for
+    /// minutes (see above): 96 of them per commit made creating the next
+    /// commit's tree nodes cost 80 ms instead of 20. Stops this pool's
+    /// maker; a file that cannot be moved stays behind for the directory's
+    /// removal.
+    pub fn hand_over_ready(&mut self, next: &mut StagedPool) {
+        self.stop_maker();
+        let ready: Vec<(u64, File)> = self.shared.lock().ready.drain(..).collect();
+        let mut moved = Vec::with_capacity(ready.len());
+        for (n, file) in ready {
+            let m = next.number();
+            if std::fs::rename(self.path(n), next.path(m)).is_ok() {
+                moved.push((m, file));
+            }
+        }
+        next.shared.lock().ready.extend(moved);
+    }
+
     /// The path of staged file `n`.
     pub fn path(&self, n: u64) -> PathBuf {
         staged_path(&self.shared.dir, n)
@@ -196,6 +219,15 @@ impl StagedPool {
             .map_err(|e| tracing::warn!("no thread to make staged files ahead: {e}"))
             .ok();
     }
+
+    /// Stop the maker, waiting for a file it is making.
+    fn stop_maker(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wanted.notify_one();
+        if let Some(maker) = self.maker.take() {
+            let _ = maker.join();
+        }
+    }
 }
 
 impl Shared {
@@ -243,11 +275,7 @@ impl Shared {
 
 impl Drop for StagedPool {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.wanted.notify_one();
-        if let Some(maker) = self.maker.take() {
-            let _ = maker.join();
-        }
+        self.stop_maker();
         for (n, file) in self.shared.lock().ready.drain(..) {
             drop(file);
             if !self.dir_doomed {
@@ -399,6 +427,48 @@ mod tests {
             (READY_MOST / 3..=READY_MOST).contains(&ready),
             "{ready} ready after 401 takes"
         );
+    }
+
+    #[test]
+    fn unused_files_move_to_the_next_sessions_pool_instead_of_being_deleted() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (old_dir, new_dir) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::create_dir(&old_dir).unwrap();
+        std::fs::create_dir(&new_dir).unwrap();
+        let mut old = StagedPool::new(old_dir.clone(), 0);
+        for _ in 0..10 {
+            old.take().unwrap();
+        }
+        wait_for_idle_maker(&old);
+        let unused: Vec<u64> = names(&old_dir).into_iter().filter(|&n| n >= 10).collect();
+        assert!(!unused.is_empty());
+        let inodes = |dir: &Path, numbers: &[u64]| -> Vec<u64> {
+            let inode = |n: &u64| std::fs::metadata(dir.join(n.to_string())).unwrap().ino();
+            numbers.iter().map(inode).collect()
+        };
+        let unused_inodes = inodes(&old_dir, &unused);
+
+        let mut new = StagedPool::new(new_dir.clone(), 3);
+        old.hand_over_ready(&mut new);
+        assert_eq!(
+            names(&old_dir),
+            (0..10).collect::<Vec<_>>(),
+            "only the taken stay"
+        );
+        let moved: Vec<u64> = (3..3 + unused.len() as u64).collect();
+        assert_eq!(names(&new_dir), moved);
+        assert_eq!(
+            inodes(&new_dir, &moved),
+            unused_inodes,
+            "the same files, renamed"
+        );
+        // The new session takes them first, in order, and they are its own.
+        for &n in &moved {
+            assert_eq!(new.take().unwrap().0, n);
+        }
+        drop(old);
+        assert_eq!(names(&old_dir).len(), 10);
     }
 
     #[test]
