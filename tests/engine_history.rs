@@ -241,3 +241,33 @@ fn a_commit_leaves_only_the_new_session_and_removes_the_old_ones_files() {
         300
     );
 }
+
+#[test]
+fn a_commit_takes_changes_not_yet_flushed_and_those_of_a_flush_under_way() {
+    let (_dir, repo) = repo();
+    let mut session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    session.write_file("flushed", b"on disk").unwrap();
+    session.flush().unwrap();
+    // A background flush has taken this one and not written it yet...
+    session.write_file("being-flushed", b"in flight").unwrap();
+    let job = session.begin_flush().expect("a change to flush");
+    // ...and this one waits for the next.
+    session.write_file("pending", b"in memory").unwrap();
+    session.unlink("flushed").unwrap();
+
+    session.commit("from every layer of the journal").unwrap();
+    let tip = repo.resolve("main").unwrap();
+    let paths: Vec<String> = repo
+        .commit_changes(tip)
+        .unwrap()
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(paths, ["being-flushed", "pending"]);
+    assert_eq!(session.read_file("pending").unwrap(), b"in memory");
+    // The flush that was under way finishes into the old journal; the new
+    // session is empty.
+    let written = job.write();
+    session.finish_flush(job, written).unwrap();
+    assert!(session.status().unwrap().is_empty());
+}
