@@ -66,7 +66,7 @@ fn a_sealed_file_written_again_is_copied_and_its_object_never_changes() {
     // Appending opens the file for writing in place.
     let handle = session.open_write("a", false).unwrap();
     (&*handle.file).write_all(b" two").unwrap();
-    session.release_write(handle.staged);
+    session.release_write(&handle);
     assert_eq!(session.read_file("a").unwrap(), b"one two");
     assert_eq!(
         object_bytes(&repo, b"one").as_deref(),
@@ -94,7 +94,7 @@ fn a_file_opened_again_before_it_is_sealed_is_sealed_only_once_closed() {
     let handle = session.open_write("a", true).unwrap();
     assert_eq!(seal_all(&sealer), 0, "open for writing: not sealed");
     (&*handle.file).write_all(b"second").unwrap();
-    session.release_write(handle.staged);
+    session.release_write(&handle);
     assert_eq!(seal_all(&sealer), 1);
     assert_eq!(object_bytes(&repo, b"first"), None);
     assert_eq!(
@@ -116,6 +116,24 @@ fn files_wait_while_open_or_closed_too_recently() {
     assert_eq!((pass.sealed, pass.more), (0, true), "open for reading");
     assert_eq!(seal_all(&sealer), 1, "sealed once neither holds");
     assert_eq!(seal_all(&sealer), 0, "and only once");
+}
+
+#[test]
+fn small_files_wait_a_third_of_the_delay_and_large_ones_all_of_it() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    let small = vec![1u8; 4 << 10];
+    let large = vec![2u8; 1 << 20];
+    session.write_file("small", &small).unwrap();
+    session.write_file("large", &large).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // Closed for a second: past a third of 3 s, short of all of it.
+    let pass = sealer.seal_due(Duration::from_secs(3), usize::MAX, &|_| false);
+    assert_eq!((pass.sealed, pass.more), (1, true));
+    assert!(object_bytes(&repo, &small).is_some(), "the small file");
+    assert_eq!(object_bytes(&repo, &large), None, "the large one waits");
+    assert_eq!(seal_all(&sealer), 1, "sealed once it is due");
+    assert!(object_bytes(&repo, &large).is_some());
 }
 
 #[test]
@@ -141,7 +159,7 @@ fn a_file_renamed_after_it_closed_is_sealed_without_waiting() {
     let handle = session.create("c/2.partial", 0o644).unwrap();
     (&*handle.file).write_all(b"chunk two").unwrap();
     session.rename("c/2.partial", "c/2").unwrap();
-    session.release_write(handle.staged);
+    session.release_write(&handle);
     assert_eq!(sealer.seal_due(hour, usize::MAX, &|_| false).sealed, 0);
 
     // Renamed, then opened for writing again before a pass: not sealed.
@@ -149,7 +167,7 @@ fn a_file_renamed_after_it_closed_is_sealed_without_waiting() {
     let handle = session.open_write("c/1", false).unwrap();
     assert_eq!(sealer.seal_due(hour, usize::MAX, &|_| false).sealed, 0);
     (&*handle.file).write_all(b"CHUNK").unwrap();
-    session.release_write(handle.staged);
+    session.release_write(&handle);
 
     // A sealed file renamed again is the same object.
     session.rename("c/0", "c/zero").unwrap();
@@ -247,7 +265,7 @@ fn a_file_with_bytes_stored_already_becomes_that_object_and_keeps_its_time() {
     // Written again, it is copied: the committed object never changes.
     let handle = session.open_write("b", false).unwrap();
     (&*handle.file).write_all(b", and more").unwrap();
-    session.release_write(handle.staged);
+    session.release_write(&handle);
     assert_eq!(session.read_file("b").unwrap(), b"the same chunk, and more");
     assert_eq!(
         object_bytes(&repo, b"the same chunk").as_deref(),

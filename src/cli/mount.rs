@@ -56,8 +56,9 @@ pub struct MountArgs {
     pub new_session: bool,
     /// How long a closed file waits before the daemon stores it in the
     /// repository ahead of the commit ("300ms", "2s"; "off": commits store
-    /// every file themselves). Files rewritten or removed sooner are not
-    /// stored for nothing; a file renamed after it closed is stored at once.
+    /// every file themselves); files under 256 KiB wait a third of it.
+    /// Files rewritten or removed sooner are not stored for nothing; a file
+    /// renamed after it closed is stored at once.
     /// What is stored and then dropped is disk space that `zarrfs gc` gives
     /// back
     #[arg(long, value_name = "DURATION", value_parser = parse_seal_delay)]

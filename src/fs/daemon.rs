@@ -33,8 +33,9 @@ pub const SPIN: Duration = Duration::from_micros(500);
 
 /// How long a closed file waits before it is sealed (stored ahead of the
 /// commit), so that files removed or rewritten at once, such as
-/// temporary files, are not stored for nothing. A file renamed after it
-/// closed does not wait (see `session::sealing`).
+/// temporary files, are not stored for nothing. Files under 256 KiB wait
+/// a third of it, and a file renamed after it closed does not wait (see
+/// `session::sealing`).
 pub const SEAL_DELAY: Duration = Duration::from_millis(300);
 
 /// How often the sealing worker looks for closed files, and how many it

@@ -384,7 +384,7 @@ impl Fs {
         let attr = match entry {
             Ok(attr) => attr,
             Err(e) => {
-                self.session_write().release_write(staged.staged);
+                self.session_write().release_write(&staged);
                 return Err(e);
             }
         };
@@ -453,7 +453,7 @@ impl Fs {
                 let state = lock(state);
                 // A handle of an older view holds nothing in this session.
                 if state.generation == *epoch {
-                    self.session_write().release_write(state.staged.staged);
+                    self.session_write().release_write(&state.staged);
                 }
             }
             Handle::Dir { entries, .. } => self.unpin(&lock(entries)),

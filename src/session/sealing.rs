@@ -60,9 +60,11 @@ struct Sealing {
 
 #[derive(Default)]
 struct State {
-    /// Closed files in the order they closed: (staged number, ticket,
-    /// when). An entry whose ticket is no longer in `tickets` is void.
-    queue: VecDeque<(u64, u64, Instant)>,
+    /// Closed files in the order they closed, small and large ones apart
+    /// (they wait for different delays, see [`SMALL_FILE`]): (staged
+    /// number, ticket, when). An entry whose ticket is no longer in
+    /// `tickets` is void.
+    queues: [VecDeque<(u64, u64, Instant)>; 2],
     /// Closed files renamed since, due at once: (staged number, ticket).
     /// Writing a temporary file and renaming it into place (zarr-python,
     /// editors, rsync) says the file is final, so waiting out the delay
@@ -104,8 +106,9 @@ impl Seals {
         self.lock().enabled
     }
 
-    /// The last write handle of staged file `n` closed.
-    pub fn queue(&self, n: u64) {
+    /// The last write handle of staged file `n` closed; `size` says how
+    /// large it is (asked only if the file is queued).
+    pub fn queue(&self, n: u64, size: impl FnOnce() -> u64) {
         let mut state = self.lock();
         if !state.enabled
             || state.retired
@@ -116,7 +119,7 @@ impl Seals {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.tickets.insert(n, ticket);
-        state.queue.push_back((n, ticket, Instant::now()));
+        state.queues[Size::of(size()) as usize].push_back((n, ticket, Instant::now()));
     }
 
     /// Closed staged file `n` was renamed: it is due at once. A file still
@@ -173,7 +176,7 @@ impl Seals {
     pub fn retire(&self) {
         let mut state = self.lock();
         state.retired = true;
-        state.queue.clear();
+        state.queues.iter_mut().for_each(VecDeque::clear);
         state.renamed.clear();
         state.tickets.clear();
         state.sealed.clear();
@@ -208,7 +211,7 @@ impl Sealer {
     }
 
     /// Seal up to `limit` files that have been closed for at least
-    /// `delay`. `in_use(n)` says that staged file `n` is open (for
+    /// `delay` (a third of it for small files, see [`SMALL_FILE`]). `in_use(n)` says that staged file `n` is open (for
     /// reading: written files are not queued); it goes back in the queue
     /// instead, as a sealed file open for reading could not be opened for
     /// writing beside it (see `fs::passthrough`).
@@ -278,7 +281,7 @@ impl Sealer {
         }
         pass.more = {
             let state = self.seals.lock();
-            !state.queue.is_empty() || !state.renamed.is_empty()
+            state.queues.iter().any(|q| !q.is_empty()) || !state.renamed.is_empty()
         };
         pass
     }
@@ -352,26 +355,37 @@ impl Sealer {
         let mut due = Vec::new();
         let mut busy = Vec::new();
         while due.len() < limit {
-            let (n, ticket) = match state.renamed.pop_front() {
-                Some(renamed) => renamed,
-                None => match state.queue.front() {
-                    Some(&(n, ticket, since)) if now.duration_since(since) >= delay => {
-                        state.queue.pop_front();
-                        (n, ticket)
-                    }
-                    _ => break,
-                },
+            // A renamed file that is busy waits as a large one would.
+            let (n, ticket, size) = match state.renamed.pop_front() {
+                Some((n, ticket)) => (n, ticket, Size::Large),
+                None => {
+                    let is_due = |queue: &VecDeque<(u64, u64, Instant)>, size: Size| {
+                        queue
+                            .front()
+                            .is_some_and(|&(_, _, since)| now - since >= size.delay(delay))
+                    };
+                    let Some(size) = [Size::Small, Size::Large]
+                        .into_iter()
+                        .find(|&size| is_due(&state.queues[size as usize], size))
+                    else {
+                        break;
+                    };
+                    let (n, ticket, _) = state.queues[size as usize].pop_front().unwrap();
+                    (n, ticket, size)
+                }
             };
             if state.tickets.get(&n) != Some(&ticket) {
                 continue;
             }
             if in_use(n) {
-                busy.push((n, ticket, now));
+                busy.push((n, ticket, size));
             } else {
                 due.push((n, ticket));
             }
         }
-        state.queue.extend(busy);
+        for (n, ticket, size) in busy {
+            state.queues[size as usize].push_back((n, ticket, now));
+        }
         due
     }
 
@@ -392,14 +406,48 @@ enum GcHold {
     GcRuns,
 }
 
-/// Files smaller than this are left to the worker's periodic sync: one
-/// write request per small file costs more than it saves.
-const EARLY_WRITEBACK_MIN: u64 = 256 << 10;
+/// Files smaller than this are *small*:
+/// - they are sealed after a third of the delay: a small file's seal
+///   costs little, and a commit of many waits for those not sealed yet
+///   (about 20 us each). A large file sealed too soon costs a hash (and a
+///   copy, should it be written again), and starting its writeback slows
+///   a program still writing others: 1,024 files of 1 MiB took 0.39-0.61 s
+///   to write through a mount with all files sealed after 100 ms, against
+///   0.27-0.40 s after 300 ms. 100,000 files of 4 KiB committed in
+///   0.14-0.24 s after writing with 100 ms, 0.19-0.26 s with 300 ms;
+/// - their writeback is left to the worker's periodic sync: one write
+///   request per small file costs more than it saves.
+const SMALL_FILE: u64 = 256 << 10;
+
+/// Which of the queues a closed file waits in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Small = 0,
+    Large = 1,
+}
+
+impl Size {
+    fn of(bytes: u64) -> Size {
+        if bytes < SMALL_FILE {
+            Size::Small
+        } else {
+            Size::Large
+        }
+    }
+
+    /// How long a file of this size waits after it closed.
+    fn delay(self, delay: Duration) -> Duration {
+        match self {
+            Size::Small => delay / 3,
+            Size::Large => delay,
+        }
+    }
+}
 
 /// Start writing a large sealed file's data to disk now, without
 /// waiting, so that the commit's sync finds little left to write.
 fn start_writeback(file: &File, size: u64) {
-    if size < EARLY_WRITEBACK_MIN {
+    if Size::of(size) == Size::Small {
         return;
     }
     // SAFETY: sync_file_range on a valid descriptor; it only schedules

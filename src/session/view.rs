@@ -421,12 +421,14 @@ impl Session {
     }
 
     /// A write handle closed. The file's last one queues it for sealing.
-    pub fn release_write(&mut self, staged: u64) {
+    pub fn release_write(&mut self, handle: &StagedFile) {
+        let staged = handle.staged;
         if let Some(count) = self.writers.get_mut(&staged) {
             *count -= 1;
             if *count == 0 {
                 self.writers.remove(&staged);
-                self.seals.queue(staged);
+                let size = || handle.file.metadata().map_or(u64::MAX, |m| m.len());
+                self.seals.queue(staged, size);
             }
         }
     }
@@ -469,14 +471,14 @@ impl Session {
             None => self.create(path, 0o644)?,
         };
         let result = (&*handle.file).write_all(bytes);
-        self.release_write(handle.staged);
+        self.release_write(&handle);
         Ok(result?)
     }
 
     pub fn truncate(&mut self, path: &str, size: u64) -> Result<()> {
         let handle = self.open_write(path, size == 0)?;
         let result = handle.file.set_len(size);
-        self.release_write(handle.staged);
+        self.release_write(&handle);
         Ok(result?)
     }
 
