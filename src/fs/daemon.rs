@@ -186,7 +186,7 @@ pub fn serve(
 }
 
 /// The sealing worker: every [`SEAL_INTERVAL`], seal the files closed
-/// for `delay`, and now and then make them durable.
+/// for `delay`, and now and then have them made durable.
 fn spawn_sealer(
     fs: Arc<Fs>,
     delay: Duration,
@@ -201,19 +201,14 @@ fn spawn_sealer(
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
             }
+            let syncer = SealSyncer::start(fs.clone());
             let mut wait = SEAL_INTERVAL;
             let mut unsynced = 0;
             let mut last_sync = std::time::Instant::now();
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
                 let pass = fs.seal_closed_files(delay, SEAL_BATCH);
                 unsynced += pass.sealed;
-                if unsynced > 0 && last_sync.elapsed() >= SEAL_SYNC_INTERVAL {
-                    if let Err(e) = fs.sync_sealed_files() {
-                        tracing::warn!(
-                            "syncing sealed files failed: {}",
-                            io::Error::from_raw_os_error(e.0)
-                        );
-                    }
+                if unsynced > 0 && last_sync.elapsed() >= SEAL_SYNC_INTERVAL && syncer.ask() {
                     unsynced = 0;
                     last_sync = std::time::Instant::now();
                 }
@@ -224,6 +219,73 @@ fn spawn_sealer(
                 };
             }
         })
+}
+
+/// Makes what the sealing worker sealed durable, on a thread of its own:
+/// a sync of the filesystem lasts as long as the writeback of everything
+/// written before it, 0.1-0.3 s while a program writes a gigabyte, and a
+/// worker that waited for it sealed nothing meanwhile, leaving more to
+/// the commit.
+struct SealSyncer {
+    fs: Arc<Fs>,
+    /// Asks the thread for one more sync; `None` if it could not start
+    /// (the worker then syncs itself).
+    asks: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SealSyncer {
+    fn start(fs: Arc<Fs>) -> SealSyncer {
+        // One ask waits while a sync runs; more would only repeat it.
+        let (asks, asked) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("zarrfs-seal-sync".into())
+            .spawn({
+                let fs = fs.clone();
+                move || {
+                    for () in asked {
+                        sync_sealed(&fs);
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!("no thread to sync sealed files: {e}"))
+            .ok();
+        SealSyncer {
+            asks: thread.is_some().then_some(asks),
+            fs,
+            thread,
+        }
+    }
+
+    /// Have what was sealed so far made durable: false if a sync already
+    /// waits its turn (ask again later).
+    fn ask(&self) -> bool {
+        match &self.asks {
+            Some(asks) => asks.try_send(()).is_ok(),
+            None => {
+                sync_sealed(&self.fs);
+                true
+            }
+        }
+    }
+}
+
+impl Drop for SealSyncer {
+    fn drop(&mut self) {
+        self.asks.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn sync_sealed(fs: &Fs) {
+    if let Err(e) = fs.sync_sealed_files() {
+        tracing::warn!(
+            "syncing sealed files failed: {}",
+            io::Error::from_raw_os_error(e.0)
+        );
+    }
 }
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
