@@ -5,12 +5,12 @@
 use std::io;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fuser::{MountOption, Notifier};
 
-use super::core::Fs;
+use super::core::{Fs, lock};
 use super::fuse::FuseFs;
 
 /// How often the journal is made durable when it has unflushed changes.
@@ -43,8 +43,9 @@ pub const SEAL_DELAY: Duration = Duration::from_millis(300);
 const SEAL_INTERVAL: Duration = Duration::from_millis(100);
 const SEAL_BATCH: usize = 1024;
 
-/// How often, while it seals, the worker makes what it sealed durable,
-/// so that a commit right after a burst of writes has little to sync.
+/// How long after its last sync ended the worker has what it sealed
+/// made durable, so that a commit right after a burst of writes has
+/// little to sync.
 const SEAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Mount `fs` at `mountpoint` and serve it until it is unmounted.
@@ -204,13 +205,11 @@ fn spawn_sealer(
             let syncer = SealSyncer::start(fs.clone());
             let mut wait = SEAL_INTERVAL;
             let mut unsynced = 0;
-            let mut last_sync = std::time::Instant::now();
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
                 let pass = fs.seal_closed_files(delay, SEAL_BATCH);
                 unsynced += pass.sealed;
-                if unsynced > 0 && last_sync.elapsed() >= SEAL_SYNC_INTERVAL && syncer.ask() {
+                if unsynced > 0 && syncer.ask() {
                     unsynced = 0;
-                    last_sync = std::time::Instant::now();
                 }
                 wait = if pass.sealed == SEAL_BATCH {
                     Duration::ZERO
@@ -228,23 +227,28 @@ fn spawn_sealer(
 /// the commit.
 struct SealSyncer {
     fs: Arc<Fs>,
-    /// Asks the thread for one more sync; `None` if it could not start
-    /// (the worker then syncs itself).
+    /// Asks the thread for a sync; `None` if it could not start (the
+    /// worker then syncs itself).
     asks: Option<mpsc::SyncSender<()>>,
+    /// When the last sync ended, `None` while one runs: the next starts
+    /// [`SEAL_SYNC_INTERVAL`] after the last one ended, so that a slow
+    /// disk does not get one sync after another.
+    last_ended: Arc<Mutex<Option<Instant>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SealSyncer {
     fn start(fs: Arc<Fs>) -> SealSyncer {
-        // One ask waits while a sync runs; more would only repeat it.
         let (asks, asked) = mpsc::sync_channel::<()>(1);
+        let last_ended = Arc::new(Mutex::new(Some(Instant::now())));
         let thread = std::thread::Builder::new()
             .name("zarrfs-seal-sync".into())
             .spawn({
-                let fs = fs.clone();
+                let (fs, last_ended) = (fs.clone(), last_ended.clone());
                 move || {
                     for () in asked {
                         sync_sealed(&fs);
+                        *lock(&last_ended) = Some(Instant::now());
                     }
                 }
             })
@@ -253,20 +257,30 @@ impl SealSyncer {
         SealSyncer {
             asks: thread.is_some().then_some(asks),
             fs,
+            last_ended,
             thread,
         }
     }
 
-    /// Have what was sealed so far made durable: false if a sync already
-    /// waits its turn (ask again later).
+    /// Have what was sealed so far made durable, if the last sync ended
+    /// long enough ago: false if not (ask again later).
     fn ask(&self) -> bool {
+        let mut last_ended = lock(&self.last_ended);
+        if !last_ended.is_some_and(|ended| ended.elapsed() >= SEAL_SYNC_INTERVAL) {
+            return false;
+        }
         match &self.asks {
-            Some(asks) => asks.try_send(()).is_ok(),
+            Some(asks) => {
+                *last_ended = None;
+                // The channel is empty: no sync runs or waits.
+                let _ = asks.try_send(());
+            }
             None => {
                 sync_sealed(&self.fs);
-                true
+                *last_ended = Some(Instant::now());
             }
         }
+        true
     }
 }
 
