@@ -388,8 +388,7 @@ impl Session {
         if carry_open {
             let open = self.files_open_for_writing()?;
             for (path, old, mode, count) in open {
-                let new = next.staged.number();
-                fs::rename(self.staged_path(old), next.staged_path(new))?;
+                let new = self.staged.move_into(old, &next.staged)?;
                 next.journal.insert(
                     &path,
                     JournalEntry::File {

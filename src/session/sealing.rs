@@ -409,13 +409,10 @@ enum GcHold {
 
 /// Files smaller than this are *small*:
 /// - they are sealed after a third of the delay: a small file's seal
-///   costs little, and a commit of many waits for those not sealed yet
-///   (about 20 us each). A large file sealed too soon costs a hash (and a
-///   copy, should it be written again), and starting its writeback slows
-///   a program still writing others: 1,024 files of 1 MiB took 0.39-0.61 s
-///   to write through a mount with all files sealed after 100 ms, against
-///   0.27-0.40 s after 300 ms. 100,000 files of 4 KiB committed in
-///   0.14-0.24 s after writing with 100 ms, 0.19-0.26 s with 300 ms;
+///   costs little, and a commit of many stores those not sealed yet
+///   itself. A large file sealed too soon costs a hash (and a copy,
+///   should it be written again), and starting its writeback slows a
+///   program still writing others (dda3837 has the measurements);
 /// - their writeback is left to the worker's periodic sync: one write
 ///   request per small file costs more than it saves.
 const SMALL_FILE: u64 = 256 << 10;
