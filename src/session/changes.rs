@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::journal::{FileSource, JournalEntry};
+use super::journal::{FileSource, FlushThread, JournalEntry};
 use super::{Result, Session};
 use crate::repo::{
     Change, ChangeListWriter, CommitError, CommitId, CommitRequest, Entry, EntryKind, ObjectId,
@@ -354,9 +354,29 @@ impl Session {
                 self.info.base.short()
             ))
         })?;
-        let flush_started = std::time::Instant::now();
-        self.journal.flush()?;
-        let flushed = flush_started.elapsed();
+        // The journal becomes durable on a thread of its own while the
+        // changes are stored (the storing pass reads it as it is), and
+        // before the commit lands, as if flushed first.
+        let mut flush = Some(self.journal.flush_on_thread()?);
+        let landed = self.store_and_land(branch, message, progress, &mut flush);
+        if let Some(flush) = flush
+            && let Err(error) = self.journal.join_flush(flush)
+        {
+            // Pending again: the mount's flusher tries again.
+            tracing::warn!(%error, "flushing the journal beside a failed commit");
+        }
+        landed
+    }
+
+    /// The body of [`Session::commit_reporting`]: store the changes, join
+    /// `flush` and land the commit.
+    fn store_and_land(
+        &mut self,
+        branch: String,
+        message: &str,
+        progress: &mut dyn FnMut(CommitProgress),
+        flush: &mut Option<FlushThread>,
+    ) -> Result<CommitId> {
         let repo = self.repo.clone();
         // No gc between storing the first object and moving the branch.
         let _writing = repo.lock_for_commit_telling_wait(|| {
@@ -403,6 +423,10 @@ impl Session {
             total: 0,
         });
         let stored = started.elapsed();
+        if let Some(flush) = flush.take() {
+            self.journal.join_flush(flush)?;
+        }
+        let flushed = started.elapsed();
         let outcome = repo.commit(CommitRequest {
             branch: &branch,
             base: self.info.base,
@@ -419,9 +443,9 @@ impl Session {
         tracing::debug!(
             changes = changes.count,
             sealed_before,
-            journal_flush_ms = flushed.as_millis() as u64,
             storing_ms = stored.as_millis() as u64,
-            committing_ms = (committed - stored).as_millis() as u64,
+            journal_flush_wait_ms = (flushed - stored).as_millis() as u64,
+            committing_ms = (committed - flushed).as_millis() as u64,
             new_session_ms = (started.elapsed() - committed).as_millis() as u64,
             "commit phases"
         );

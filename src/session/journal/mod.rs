@@ -13,7 +13,9 @@
 //! still see it, [`FlushJob::write`] writes it while the session goes on,
 //! and [`Journal::finish_flush`] puts the new table in its place. Writing
 //! 50,000 entries takes tens of milliseconds, which would otherwise stall
-//! every request of the mount.
+//! every request of the mount. A commit, which holds the session, writes
+//! its flush on a thread of its own ([`Journal::flush_on_thread`]) while
+//! it reads the changes to store them.
 //!
 //! The journal lives in redb, not in memory, so that a session with a
 //! million changed paths costs the daemon a few megabytes: reads look at
@@ -135,6 +137,12 @@ impl FlushJob {
         Ok(FlushedTable(Some(snapshot(&self.db)?)))
     }
 }
+
+/// A flush being written on a thread of its own (see
+/// [`Journal::flush_on_thread`]); `None` if there was nothing to write
+/// there.
+#[must_use = "join the flush, or its batch stays in flight"]
+pub struct FlushThread(Option<std::thread::JoinHandle<(FlushJob, io::Result<FlushedTable>)>>);
 
 /// The table a [`FlushJob`] left (none if it was taken over).
 pub struct FlushedTable(Option<Table>);
@@ -485,6 +493,49 @@ impl Journal {
         })
     }
 
+    /// Write the pending changes durably on a thread of their own while
+    /// the caller goes on reading the journal (a commit reads it whole);
+    /// [`Journal::join_flush`] waits for the write and takes its result.
+    /// With a background flush under way already, whose writer cannot
+    /// finish it while the caller holds the journal, this flushes here
+    /// and now instead, taking that flush over.
+    pub fn flush_on_thread(&mut self) -> io::Result<FlushThread> {
+        if self.flushing.is_some() {
+            self.flush()?;
+            return Ok(FlushThread(None));
+        }
+        let Some(job) = self.begin_flush() else {
+            return Ok(FlushThread(None));
+        };
+        let spawned = std::thread::Builder::new()
+            .name("zarrfs-journal-flush".into())
+            .spawn(move || {
+                let written = job.write();
+                (job, written)
+            });
+        match spawned {
+            Ok(writer) => Ok(FlushThread(Some(writer))),
+            // The job went with the closure; its batch is still in flight.
+            Err(_) => {
+                self.flush()?;
+                Ok(FlushThread(None))
+            }
+        }
+    }
+
+    /// Wait for a flush begun with [`Journal::flush_on_thread`] and take
+    /// its result, as [`Journal::finish_flush`] does.
+    pub fn join_flush(&mut self, flush: FlushThread) -> io::Result<()> {
+        let Some(writer) = flush.0 else {
+            return Ok(());
+        };
+        match writer.join() {
+            Ok((job, written)) => self.finish_flush(job, written),
+            // The writer panicked: its batch is still in flight.
+            Err(_) => self.flush(),
+        }
+    }
+
     /// Take the result of `job`. If it failed, its batch is pending again
     /// (under the changes made since), and the error is returned. A job
     /// that a [`Journal::flush`] took over, or of another journal, leaves
@@ -785,5 +836,64 @@ mod tests {
             }
             prop_assert_eq!(chunked, journal.entries_after(None, usize::MAX).unwrap());
         }
+    }
+
+    fn staged(n: u64) -> JournalEntry {
+        JournalEntry::File {
+            source: FileSource::Staged(n),
+            mode: 0o644,
+        }
+    }
+
+    /// What a journal holds durably: opened again without flushing.
+    fn durable(file: &Path, journal: Journal) -> Vec<(String, JournalEntry)> {
+        drop(journal);
+        let reopened = Journal::open(file).unwrap();
+        reopened.entries_after(None, usize::MAX).unwrap()
+    }
+
+    /// A commit reads the journal while it is flushed on a thread: reads
+    /// see the batch in flight, changes made meanwhile stay pending, and
+    /// once joined the batch is on disk.
+    #[test]
+    fn a_flush_on_a_thread_is_read_meanwhile_and_durable_once_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("journal.redb");
+        let mut journal = Journal::open(&file).unwrap();
+        journal.insert("a/x", staged(1)).unwrap();
+        journal.insert("a/y", staged(2)).unwrap();
+        let flush = journal.flush_on_thread().unwrap();
+        assert_eq!(journal.get("a/x").unwrap(), Some(staged(1)));
+        journal.insert("a/z", staged(3)).unwrap();
+        let names: Vec<_> = journal.children("a").unwrap();
+        assert_eq!(names.len(), 3, "{names:?}");
+        journal.join_flush(flush).unwrap();
+        assert!(journal.has_pending());
+        assert_eq!(
+            durable(&file, journal),
+            vec![("a/x".to_owned(), staged(1)), ("a/y".to_owned(), staged(2))]
+        );
+    }
+
+    /// With the mount's background flush under way, whose writer waits
+    /// for the journal, a flush on a thread takes it over and writes all
+    /// now, as [`Journal::flush`] does.
+    #[test]
+    fn a_flush_on_a_thread_takes_over_a_background_flush_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("journal.redb");
+        let mut journal = Journal::open(&file).unwrap();
+        journal.insert("x", staged(1)).unwrap();
+        let background = journal.begin_flush().unwrap();
+        journal.insert("y", staged(2)).unwrap();
+        let flush = journal.flush_on_thread().unwrap();
+        journal.join_flush(flush).unwrap();
+        assert!(!journal.has_pending());
+        let written = background.write();
+        journal.finish_flush(background, written).unwrap();
+        assert_eq!(
+            durable(&file, journal),
+            vec![("x".to_owned(), staged(1)), ("y".to_owned(), staged(2))]
+        );
     }
 }
