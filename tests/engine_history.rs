@@ -1,6 +1,8 @@
 //! Branches, tags, log and diff; and costs that grow with the change, not
 //! with the repository (counted in objects written, not timed).
 
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use zarrfs::repo::{Change, CommitRequest, DEFAULT_BRANCH, DiffKind, RefError, Repo, WriteBatch};
@@ -239,6 +241,41 @@ fn a_commit_leaves_only_the_new_session_and_removes_the_old_ones_files() {
             .unwrap()
             .len(),
         300
+    );
+}
+
+/// The inode numbers of a session's staged files.
+fn staged_inodes(repo: &Repo, session: &Session) -> HashSet<u64> {
+    let staged = repo.sessions_dir().join(session.id()).join("staged");
+    std::fs::read_dir(staged)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().ino())
+        .collect()
+}
+
+/// Staged files made ahead and not used move to the next session: ext4
+/// creates files slowly for minutes after inodes are freed, so deleting
+/// them cost the next commits (ca82c83).
+#[test]
+fn a_commit_hands_the_staged_files_made_ahead_to_the_next_session() {
+    let (_dir, repo) = repo();
+    let mut session = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    for i in 0..20 {
+        session.write_file(&format!("f{i}"), b"chunk").unwrap();
+    }
+    // The pool makes files ahead on a thread of its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while staged_inodes(&repo, &session).len() <= 20 {
+        assert!(std::time::Instant::now() < deadline, "no file made ahead");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let old = staged_inodes(&repo, &session);
+    session.commit("twenty files").unwrap();
+    let new = staged_inodes(&repo, &session);
+    assert!(!new.is_empty(), "the files made ahead moved over");
+    assert!(
+        new.is_subset(&old),
+        "made in the old session, not again: {new:?} of {old:?}"
     );
 }
 

@@ -124,8 +124,10 @@ fn small_files_wait_a_third_of_the_delay_and_large_ones_all_of_it() {
     let sealer = session.sealer();
     let small = vec![1u8; 4 << 10];
     let large = vec![2u8; 1 << 20];
-    session.write_file("small", &small).unwrap();
+    // The large one closes first: a single queue in closing order would
+    // hold the small one behind it.
     session.write_file("large", &large).unwrap();
+    session.write_file("small", &small).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     // Closed for a second: past a third of 3 s, short of all of it.
     let pass = sealer.seal_due(Duration::from_secs(3), usize::MAX, &|_| false);

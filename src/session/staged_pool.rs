@@ -10,10 +10,12 @@
 //! them instead, on whichever CPU is free; a CREATE takes one that is
 //! ready, or makes one itself when none is.
 //!
-//! The pool grows with the session's appetite: it keeps at most as many
-//! files ready as the session has taken so far, from [`READY_FEWEST`] up
-//! to [`READY_MOST`], and tops up once fewer than a third of that are
-//! ready. A session lasts until its commit, and a fixed pool of 96 cost
+//! The pool grows with the session's appetite: it makes files until as
+//! many are ready as the session has taken so far, from [`READY_FEWEST`]
+//! up to [`READY_MOST`], and tops up once fewer than a third of that are
+//! ready. A session that follows another starts with the files its
+//! predecessor left unused (up to [`READY_MOST`]), and makes none until
+//! it has taken them down below that mark. A session lasts until its commit, and a fixed pool of 96 cost
 //! every small commit 96 creations and 96 deletions. On ext4 that was
 //! worse than its share: for five minutes after a deletion, ext4 skips
 //! the freed inodes when it allocates, scanning past them
