@@ -508,7 +508,7 @@ impl Journal {
             return Ok(FlushThread(None));
         };
         let spawned = std::thread::Builder::new()
-            .name("zarrfs-journal-flush".into())
+            .name("journal-flush".into())
             .spawn(move || {
                 let written = job.write();
                 (job, written)
