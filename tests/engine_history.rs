@@ -271,11 +271,13 @@ fn a_commit_hands_the_staged_files_made_ahead_to_the_next_session() {
     }
     let old = staged_inodes(&repo, &session);
     session.commit("twenty files").unwrap();
+    // The new session makes none until it takes one, so what its staged
+    // directory holds came from the old one. (The old pool may still
+    // have made some after `old` was read, so not all need be in it.)
     let new = staged_inodes(&repo, &session);
-    assert!(!new.is_empty(), "the files made ahead moved over");
     assert!(
-        new.is_subset(&old),
-        "made in the old session, not again: {new:?} of {old:?}"
+        !new.is_disjoint(&old),
+        "the files made ahead moved over: {new:?} of {old:?}"
     );
 }
 
