@@ -45,8 +45,10 @@ const SEAL_BATCH: usize = 1024;
 
 /// How long after its last sync ended the worker has what it sealed
 /// made durable, so that a commit right after a burst of writes has
-/// little to sync.
-const SEAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// little to sync: with half a second, a commit of 100,000 new files
+/// took 0.091-0.149 s against 0.119-0.214 s with a second, the writes
+/// before it as fast; with a quarter, the writes were 8% slower.
+const SEAL_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Mount `fs` at `mountpoint` and serve it until it is unmounted.
 /// `mounted` runs once the kernel has accepted the mount. Returns the
