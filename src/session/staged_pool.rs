@@ -15,11 +15,12 @@
 //! up to [`READY_MOST`], and tops up once fewer than a third of that are
 //! ready. A session that follows another starts with the files its
 //! predecessor left unused (up to [`READY_MOST`]), and makes none until
-//! it has taken them down below that mark. A session lasts until its commit, and a fixed pool of 96 cost
-//! every small commit 96 creations and 96 deletions. On ext4 that was
-//! worse than its share: for five minutes after a deletion, ext4 skips
-//! the freed inodes when it allocates, scanning past them
-//! (`recently_deleted`), so 8 mounts making 50 one-file commits each
+//! it has taken them down below that mark. A session lasts until its
+//! commit, and a fixed pool of 96 cost every small commit 96 creations
+//! and 96 deletions. On ext4 that was worse than its share: for five
+//! minutes after a deletion, ext4 skips the freed inodes when it
+//! allocates, scanning past them (`recently_deleted`), so 8 mounts
+//! making 50 one-file commits each
 //! spent most of both CPUs there (24-26 commits a second instead of 100
 //! or more).
 //!
