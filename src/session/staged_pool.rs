@@ -20,9 +20,8 @@
 //! and 96 deletions. On ext4 that was worse than its share: for five
 //! minutes after a deletion, ext4 skips the freed inodes when it
 //! allocates, scanning past them (`recently_deleted`), so 8 mounts
-//! making 50 one-file commits each
-//! spent most of both CPUs there (24-26 commits a second instead of 100
-//! or more).
+//! making 50 one-file commits each spent most of both CPUs there (24-26
+//! commits a second instead of 100 or more).
 //!
 //! Files made and never used are empty and in no journal. When a session
 //! ends for the next (a commit, a discard, a checkout), they move to the
@@ -147,12 +146,8 @@ impl StagedPool {
     /// for the directory's removal. `next`'s maker must not have started,
     /// so that its files stay in number order.
     pub fn hand_over_ready(&mut self, next: &mut StagedPool) {
-        let ready: Vec<(u64, File)> = {
-            let mut state = self.shared.lock();
-            state.closed = true;
-            state.ready.drain(..).collect()
-        };
-        self.shared.wanted.notify_one();
+        self.close();
+        let ready: Vec<(u64, File)> = self.shared.lock().ready.drain(..).collect();
         let moved: Vec<(u64, File)> = ready
             .into_iter()
             .filter_map(|(n, file)| Some((self.move_into(n, next).ok()?, file)))

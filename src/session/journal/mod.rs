@@ -764,9 +764,7 @@ mod tests {
         /// over, and reopening.
         #[test]
         fn the_journal_reads_like_a_map(ops in prop::collection::vec(op(), 1..80)) {
-            let dir = tempfile::tempdir().unwrap();
-            let file = dir.path().join("journal.redb");
-            let mut journal = Journal::open(&file).unwrap();
+            let (_dir, file, mut journal) = new_journal();
             let mut model: BTreeMap<String, JournalEntry> = BTreeMap::new();
             let mut background: Background = None;
             for op in ops {
@@ -838,6 +836,14 @@ mod tests {
         }
     }
 
+    /// An empty journal in a directory of its own, and its file.
+    fn new_journal() -> (tempfile::TempDir, PathBuf, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("journal.redb");
+        let journal = Journal::open(&file).unwrap();
+        (dir, file, journal)
+    }
+
     fn staged(n: u64) -> JournalEntry {
         JournalEntry::File {
             source: FileSource::Staged(n),
@@ -857,9 +863,7 @@ mod tests {
     /// once joined the batch is on disk.
     #[test]
     fn a_flush_on_a_thread_is_read_meanwhile_and_durable_once_joined() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("journal.redb");
-        let mut journal = Journal::open(&file).unwrap();
+        let (_dir, file, mut journal) = new_journal();
         journal.insert("a/x", staged(1)).unwrap();
         journal.insert("a/y", staged(2)).unwrap();
         let flush = journal.flush_on_thread().unwrap();
@@ -880,9 +884,7 @@ mod tests {
     /// now, as [`Journal::flush`] does.
     #[test]
     fn a_flush_on_a_thread_takes_over_a_background_flush_under_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("journal.redb");
-        let mut journal = Journal::open(&file).unwrap();
+        let (_dir, file, mut journal) = new_journal();
         journal.insert("x", staged(1)).unwrap();
         let background = journal.begin_flush().unwrap();
         journal.insert("y", staged(2)).unwrap();
