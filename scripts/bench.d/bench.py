@@ -641,6 +641,10 @@ class Bench:
         guest never touched before pays for the host handing it out. The
         notes give each write's CPU time, the writer's and the daemon's:
         on a machine of few CPUs, what the daemon uses the writer lacks.
+        For the 1 MiB chunks, the plain directory and Icechunk also write
+        twice more each ending with syncfs(2) (zarr_e2e.py --durable),
+        rows without a target: a zarrfs commit leaves the data on the
+        disk, and these say what that costs the others.
         See zarr_e2e.py for what exactly is timed."""
         s = self.sizes
         if not self.venv_py:
@@ -670,20 +674,35 @@ class Bench:
             # write makes an array of its own; the reads read the first.
             order = list(stores)
             both = order + order[::-1]
-            runs = [("write", st) for st in both] + [("read", st) for st in both]
+            # The durable writes (big chunks only) go between, in the
+            # same way: "plain durable" writes arrays of its own.
+            durable = [f"{st} durable" for st in order if st != "zarrfs"] if name == "big" else []
+            writes = order + durable + durable[::-1] + order[::-1]
+            runs = [("write", st) for st in writes] + [("read", st) for st in both]
             for op, store in runs:
                 if op == "read":
                     self.drop_caches()
                 else:
                     os.sync()
-                array = name if op == "read" or (op, store) not in res else f"{name}-again"
+                store_kind, _, durably = store.partition(" ")
+                array = name if op == "read" else f"{name}-{durably}" if durably else name
+                if op == "write" and (op, store) in res:
+                    array += "-again"
                 daemon_cpu = cpu_seconds(daemon)
-                r = self.run([self.venv_py, os.path.join(HERE, "zarr_e2e.py"), op, store, stores[store],
-                              "--array", array, "--shape", ",".join(map(str, shape)),
-                              "--chunks", ",".join(map(str, chunks))])
+                r = self.run([self.venv_py, os.path.join(HERE, "zarr_e2e.py"), op, store_kind,
+                              stores[store_kind], "--array", array,
+                              "--shape", ",".join(map(str, shape)),
+                              "--chunks", ",".join(map(str, chunks)),
+                              *(["--durable"] if durably else [])])
                 daemon_cpu = cpu_seconds(daemon) - daemon_cpu
-                split = (f" (store writes {r['write_seconds']:.3f} s + commit {r['commit_seconds']:.3f} s)"
-                         if op == "write" and store != "plain" else "")
+                split = ""
+                if op == "write" and store != "plain":
+                    split = f" (store writes {r['write_seconds']:.3f} s"
+                    if store_kind != "plain":
+                        split += f" + commit {r['commit_seconds']:.3f} s"
+                    if durably:
+                        split += f" + syncfs {r['sync_seconds']:.3f} s"
+                    split += ")"
                 cpu = f"; CPU: {store} client {r['cpu_seconds']:.2f} s"
                 if store == "zarrfs":
                     cpu += f", daemon {daemon_cpu:.2f} s"
@@ -707,6 +726,13 @@ class Bench:
                                    1.0 if label.startswith("1") else None,
                                    "Icechunk, local storage",
                                    "mean of 2 writes each, incl. commit" if op == "write" else "mean of 2 reads each")
+            for store in durable:
+                plain_dir = store.startswith("plain")
+                self.ratio_row(f"W7 {label} write vs {'plain' if plain_dir else 'Icechunk'} + syncfs",
+                               res[("write", "zarrfs")]["seconds"], res[("write", store)]["seconds"],
+                               mib, "MiB/s", None,
+                               ("zarr LocalStore, plain dir" if plain_dir else "Icechunk, local storage")
+                               + ", then syncfs(2)", "mean of 2 writes each: data on the disk at the end")
         self.umount(mp)
 
 

@@ -2,7 +2,7 @@
 """W7 helper: write or read one Zarr array with zarr-python 3 on one store.
 
     zarr_e2e.py write|read plain|zarrfs|icechunk PATH --array NAME
-                --shape R,C --chunks R,C
+                --shape R,C --chunks R,C [--durable]
 
 Stores:
   plain     zarr.storage.LocalStore(PATH) on a plain directory
@@ -22,12 +22,18 @@ would measure its deduplication instead of a write). A write times
 create_array + arr[:] = data (+ the commit); a read times open_array +
 arr[:] and checks the values against the same generator.
 
+--durable (plain and icechunk writes): the timed part ends with
+syncfs(2) on PATH's filesystem, so that the written data is on the disk
+when the clock stops, as a zarrfs commit leaves it (neither LocalStore
+nor Icechunk's local storage syncs what it writes).
+
 Prints one JSON object: seconds, bytes, chunks, the split of a write
-into write_seconds and commit_seconds, and cpu_seconds, the CPU time this
+into write_seconds, commit_seconds and sync_seconds, and cpu_seconds, the CPU time this
 process (all its threads) used in the timed part.
 """
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -51,6 +57,18 @@ def commit_zarrfs(mount, message):
         os.close(fd)
 
 
+def syncfs(path):
+    """syncfs(2) on the filesystem holding `path` (Python has no os.syncfs)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("op", choices=["write", "read"])
@@ -59,7 +77,11 @@ def main():
     p.add_argument("--array", required=True)
     p.add_argument("--shape", required=True)
     p.add_argument("--chunks", required=True)
+    p.add_argument("--durable", action="store_true",
+                   help="end a plain or icechunk write with syncfs(2) on PATH, timed")
     args = p.parse_args()
+    if args.durable and (args.op != "write" or args.store == "zarrfs"):
+        p.error("--durable is for plain and icechunk writes (a zarrfs commit makes its data durable)")
     shape = tuple(int(x) for x in args.shape.split(","))
     chunks = tuple(int(x) for x in args.chunks.split(","))
     nchunks = math.prod(-(-s // c) for s, c in zip(shape, chunks))
@@ -73,6 +95,7 @@ def main():
         repo = icechunk.Repository.open_or_create(storage)
 
     commit_seconds = 0.0
+    sync_seconds = 0.0
     cpu_start = time.process_time()
     if args.op == "write":
         start = time.perf_counter()
@@ -97,8 +120,12 @@ def main():
             session.commit(f"bench: write {args.array}")
         elif args.store == "zarrfs":
             commit_zarrfs(args.path, f"bench: write {args.array}")
+        committed = time.perf_counter()
+        if args.durable:
+            syncfs(args.path)
         end = time.perf_counter()
-        commit_seconds = end - written
+        commit_seconds = committed - written
+        sync_seconds = end - committed
     else:
         start = time.perf_counter()
         if repo is not None:
@@ -115,8 +142,9 @@ def main():
 
     print(json.dumps({
         "seconds": end - start,
-        "write_seconds": end - start - commit_seconds,
+        "write_seconds": end - start - commit_seconds - sync_seconds,
         "commit_seconds": commit_seconds,
+        "sync_seconds": sync_seconds,
         "bytes": expected.nbytes,
         "chunks": nchunks,
         "cpu_seconds": cpu,
