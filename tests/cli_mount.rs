@@ -408,3 +408,66 @@ fn the_author_defaults_to_git_identity_and_the_status_names_the_log() {
     let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(log[0]["author"], "Grace Hopper <grace@example.org>");
 }
+
+/// A small tmpfs, unmounted when dropped (also when the test fails).
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn new(at: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {}", at.display());
+        SmallFs(at.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mount_on_a_full_disk_says_why_and_leaves_no_session_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallFs::new(&dir.path().join("disk"), "2m");
+    let repo = disk.0.join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Fill the disk: the write stops at the first block that does not fit.
+    let filler = disk.0.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 4 << 20]);
+    let at = dir.path().join("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let _unmount = Unmount(at.clone());
+
+    let out = zarrfs(
+        dir.path(),
+        &["mount", repo.to_str().unwrap(), at.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "mounted on a full disk");
+    assert!(!is_mounted(&at));
+    let said = text(&out.stderr);
+    // The daemon's own error reaches the caller although its log, on the
+    // same full disk, could not be written.
+    assert!(
+        said.contains("No space left on device") && said.contains("session directory"),
+        "{said}"
+    );
+    let sessions = std::fs::read_dir(repo.join("sessions")).unwrap().count();
+    assert_eq!(sessions, 0, "a half-made session was left: {said}");
+
+    // With room again, the same command mounts.
+    std::fs::remove_file(&filler).unwrap();
+    let a = mount(&repo, &at, &[]);
+    a.ok("echo hi > note.txt");
+    assert_eq!(a.read("note.txt"), "hi\n");
+    a.unmount();
+}

@@ -2,7 +2,9 @@
 //!
 //! `zarrfs mount` starts a daemon (itself with `--foreground`, in a new
 //! session, its output in `REPO/logs/`) and returns once the mount
-//! answers, or reports why the daemon failed. The daemon logs through
+//! answers, or reports why the daemon failed: what it wrote to standard
+//! error, which comes to `zarrfs mount` until the mount is up (a full
+//! disk may leave no room for the log), else the end of its log. The daemon logs through
 //! `tracing`, filtered by `RUST_LOG` (default: `zarrfs=info,warn`): to
 //! standard error in the foreground, to its log file otherwise. `zarrfs umount` unmounts
 //! and waits for the daemon to make the session's journal durable and
@@ -74,8 +76,9 @@ pub struct MountArgs {
     /// sequence will open next (zarrfs(5), "Reading ahead")
     #[arg(long)]
     pub no_prefetch: bool,
-    /// Append the daemon's log to this file instead of standard error
-    /// (`zarrfs mount` passes its log file to the daemon it starts)
+    /// Append the daemon's log to this file instead of standard error,
+    /// and once the mount is up its standard error too (`zarrfs mount`
+    /// passes its log file to the daemon it starts)
     #[arg(long, hide = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 }
@@ -214,10 +217,13 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     if args.no_prefetch {
         command.arg("--no-prefetch");
     }
+    // Until the mount is up the daemon's standard error comes here, so
+    // that a failure is reported even where its log cannot be written (a
+    // full disk); then the daemon points it at its log (serve).
     command
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .stdout(log)
+        .stderr(Stdio::piped());
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from
     // the terminal and the caller's process group.
     unsafe {
@@ -227,11 +233,22 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
         });
     }
     let mut child = command.spawn()?;
+    let early_errors = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        })
+    });
 
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
-            let tail = log_tail(&log_path, log_start);
+            // Its standard error ends with it.
+            let early = early_errors
+                .and_then(|reader| reader.join().ok())
+                .unwrap_or_default();
+            let tail = daemon_failure(&early).unwrap_or_else(|| log_tail(&log_path, log_start));
             // The daemon's own exit code says what kind of failure it was.
             let code = status
                 .code()
@@ -272,10 +289,8 @@ fn launch(args: &MountArgs, repo: &Repo, mountpoint: &Path) -> Result<(), Failur
     }
 }
 
-/// What the daemon wrote since `start`, as the daemon's error: the
-/// failure its `main` reported (lines starting with `zarrfs: `, which the
-/// caller's message adds again), or else the last lines of its log (a
-/// panic, say).
+/// What the daemon wrote since `start` in its log, as its error (see
+/// [`daemon_failure`]).
 fn log_tail(path: &Path, start: u64) -> String {
     let mut text = String::new();
     if let Ok(mut file) = fs::File::open(path)
@@ -283,16 +298,38 @@ fn log_tail(path: &Path, start: u64) -> String {
     {
         let _ = file.read_to_string(&mut text);
     }
+    daemon_failure(&text).unwrap_or_default()
+}
+
+/// The daemon's error in what it wrote: the failure its `main` reported
+/// (lines starting with `zarrfs: `, which the caller's message adds
+/// again), or else its last lines (a panic, say); `None` if it wrote
+/// nothing.
+fn daemon_failure(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return None;
+    }
     let failure: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("zarrfs: "))
         .collect();
     if !failure.is_empty() {
-        return failure.join("\n");
+        return Some(failure.join("\n"));
     }
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(20);
-    lines[from..].join("\n")
+    Some(lines[from..].join("\n"))
+}
+
+/// Point this process's standard error at the end of `path`.
+fn send_stderr_to(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new().append(true).open(path)?;
+    // SAFETY: dup2 of a descriptor this function holds open onto fd 2.
+    if unsafe { libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The daemon's log: `tracing` events filtered by `RUST_LOG` (default:
@@ -380,7 +417,7 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
     let id = session.id().to_owned();
     let mut options = FsOptions::new(&at);
     options.read_only = args.read_only;
-    options.log = log.map(|p| p.display().to_string());
+    options.log = log.as_ref().map(|p| p.display().to_string());
     if let Some(SealDelay(delay)) = args.seal_delay {
         options.seal_delay = delay;
     }
@@ -389,6 +426,16 @@ fn serve(args: MountArgs, repo: Arc<Repo>, mountpoint: PathBuf) -> Result<(), Fa
     let fs = Fs::new(session, options);
     let fsname = format!("zarrfs:{}", repo.path().display());
     let fs = daemon::serve(fs, &mountpoint, &fsname, None, || {
+        // Before the mount answers (`zarrfs mount` returns then, closing
+        // the pipe it read the daemon's standard error from).
+        if let Some(path) = &log
+            && let Err(e) = send_stderr_to(path)
+        {
+            tracing::warn!(
+                "standard error stays where it was, not in {}: {e}",
+                path.display()
+            );
+        }
         tracing::info!(
             pid = std::process::id(),
             session = %id,

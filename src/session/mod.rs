@@ -213,8 +213,7 @@ impl Session {
             mountpoint,
         };
         let dir = repo.sessions_dir().join(&info.id);
-        fs::create_dir_all(dir.join("staged"))?;
-        write_info(&dir, &info)?;
+        make_session_dir(&dir, &info)?;
         Session::load(repo, dir, info)
     }
 
@@ -632,6 +631,20 @@ fn new_session_id() -> io::Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Make a new session's directory and its record. On failure (a full
+/// disk, say) nothing of it is left, and the error names the directory.
+fn make_session_dir(dir: &Path, info: &SessionInfo) -> io::Result<()> {
+    fs::create_dir_all(dir.join("staged"))
+        .and_then(|()| write_info(dir, info))
+        .map_err(|e| {
+            let _ = fs::remove_dir_all(dir);
+            io::Error::new(
+                e.kind(),
+                format!("cannot make the session directory {}: {e}", dir.display()),
+            )
+        })
 }
 
 fn write_info(dir: &Path, info: &SessionInfo) -> io::Result<()> {
