@@ -28,8 +28,8 @@ when the clock stops, as a zarrfs commit leaves it (neither LocalStore
 nor Icechunk's local storage syncs what it writes).
 
 Prints one JSON object: seconds, bytes, chunks, the split of a write
-into write_seconds, commit_seconds and sync_seconds, and cpu_seconds, the CPU time this
-process (all its threads) used in the timed part.
+into write_seconds, commit_seconds and sync_seconds, and cpu_seconds,
+the CPU time this process (all its threads) used in the timed part.
 """
 
 import argparse

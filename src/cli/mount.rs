@@ -4,12 +4,13 @@
 //! session, its output in `REPO/logs/`) and returns once the mount
 //! answers, or reports why the daemon failed: what it wrote to standard
 //! error, which comes to `zarrfs mount` until the mount is up (a full
-//! disk may leave no room for the log), else the end of its log. The daemon logs through
-//! `tracing`, filtered by `RUST_LOG` (default: `zarrfs=info,warn`): to
-//! standard error in the foreground, to its log file otherwise. `zarrfs umount` unmounts
-//! and waits for the daemon to make the session's journal durable and
-//! exit; the session's uncommitted changes stay, to be resumed by the
-//! next mount at the same place.
+//! disk may leave no room for the log), else the end of its log. The
+//! daemon logs through `tracing`, filtered by `RUST_LOG` (default:
+//! `zarrfs=info,warn`): to standard error in the foreground, to its log
+//! file otherwise. `zarrfs umount` unmounts and waits for the daemon to
+//! make the session's journal durable and exit; the session's
+//! uncommitted changes stay, to be resumed by the next mount at the same
+//! place.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
