@@ -471,3 +471,55 @@ fn a_mount_on_a_full_disk_says_why_and_leaves_no_session_behind() {
     assert_eq!(a.read("note.txt"), "hi\n");
     a.unmount();
 }
+
+#[test]
+fn a_session_keeps_what_was_written_before_its_disk_filled_and_commits_it_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallFs::new(&dir.path().join("disk"), "16m");
+    let repo = disk.0.join("repo");
+    assert!(
+        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // The files to copy in, on another filesystem.
+    let sources = dir.path().join("src");
+    std::fs::create_dir(&sources).unwrap();
+    for n in 0..24 {
+        let bytes: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + n * 13) as u8).collect();
+        std::fs::write(sources.join(format!("c{n}")), bytes).unwrap();
+    }
+    let at = dir.path().join("mnt");
+    let a = mount(&repo, &at, &[]);
+    // Copy until the disk is full; `cp` fails on the file that did not fit.
+    let copied = a.ok(&format!(
+        "for n in $(seq 0 23); do cp {src}/c$n c$n 2>/dev/null || break; echo $n; done",
+        src = sources.display()
+    ));
+    let copied: Vec<u32> = copied.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        !copied.is_empty() && copied.len() < 24,
+        "the disk should fill up part way: copied {copied:?}"
+    );
+    // While it is full, the session's journal cannot be written (the
+    // mount flushes it every two seconds): a commit says why.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let said = a.fails("echo full > .zarrfs/commit");
+    assert!(said.contains("No space left on device"), "{said}");
+
+    // Room again: the same session commits what it had.
+    let status = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    a.ok("echo 'room again' > .zarrfs/commit");
+    a.unmount();
+    let b = mount(&repo, &at, &[]);
+    for n in &copied {
+        b.ok(&format!("cmp c{n} {}/c{n}", sources.display()));
+    }
+    assert_eq!(log_ids(&at).len(), 2, "the first commit and 'room again'");
+    b.unmount();
+}

@@ -15,7 +15,9 @@
 //! 50,000 entries takes tens of milliseconds, which would otherwise stall
 //! every request of the mount. A commit, which holds the session, writes
 //! its flush on a thread of its own ([`Journal::flush_on_thread`]) while
-//! it reads the changes to store them.
+//! it reads the changes to store them. A batch that could not be written
+//! (a full disk) stays pending, and the next flush opens the database
+//! again first ([`Journal::reopen_after_failure`]).
 //!
 //! The journal lives in redb, not in memory, so that a session with a
 //! million changed paths costs the daemon a few megabytes: reads look at
@@ -113,6 +115,9 @@ pub struct Journal {
     /// being flushed.
     cache: Mutex<HashMap<String, Option<JournalEntry>>>,
     len: usize,
+    /// A write failed: redb refuses every write after that until the
+    /// database is opened again (see [`Journal::reopen_after_failure`]).
+    reopen: bool,
 }
 
 /// A background flush of a journal's batch (see [`Journal::begin_flush`]).
@@ -167,18 +172,7 @@ enum Scan {
 impl Journal {
     /// Open (or create) the journal database, checking every entry.
     pub fn open(path: &Path) -> io::Result<Journal> {
-        let db = redb::Builder::new()
-            .set_cache_size(JOURNAL_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "cannot open session journal {}: {e}",
-                    path.display()
-                ))
-            })?;
-        let txn = db.begin_write().map_err(io::Error::other)?;
-        txn.open_table(JOURNAL).map_err(io::Error::other)?;
-        txn.commit().map_err(io::Error::other)?;
+        let db = open_database(path)?;
         let flushed = snapshot(&db)?;
         let hasher = RandomState::new();
         let mut written = HashSet::new();
@@ -197,6 +191,7 @@ impl Journal {
             written,
             hasher,
             cache: Mutex::new(HashMap::new()),
+            reopen: false,
         })
     }
 
@@ -466,7 +461,11 @@ impl Journal {
         if self.pending.is_empty() {
             return Ok(());
         }
-        write_changes(&self.db, &self.pending)?;
+        self.reopen_after_failure()?;
+        if let Err(e) = write_changes(&self.db, &self.pending) {
+            self.reopen = true;
+            return Err(e);
+        }
         self.pending.clear();
         self.flushed = snapshot(&self.db)?;
         self.cache.get_mut().unwrap().clear();
@@ -478,6 +477,11 @@ impl Journal {
     /// under way already.
     pub fn begin_flush(&mut self) -> Option<FlushJob> {
         if self.pending.is_empty() || self.flushing.is_some() {
+            return None;
+        }
+        // Until the database opens again, nothing can be written; the
+        // next flush tries again, and `flush` reports why.
+        if self.reopen_after_failure().is_err() {
             return None;
         }
         let batch = Arc::new(std::mem::take(&mut self.pending));
@@ -500,7 +504,7 @@ impl Journal {
     /// finish it while the caller holds the journal, this flushes here
     /// and now instead, taking that flush over.
     pub fn flush_on_thread(&mut self) -> io::Result<FlushThread> {
-        if self.flushing.is_some() {
+        if self.flushing.is_some() || self.reopen {
             self.flush()?;
             return Ok(FlushThread(None));
         }
@@ -565,6 +569,7 @@ impl Journal {
             }
             Err(e) => {
                 self.take_back_flushing();
+                self.reopen = true;
                 Err(e)
             }
         }
@@ -586,6 +591,45 @@ impl Journal {
         for (path, entry) in batch {
             self.pending.entry(path).or_insert(entry);
         }
+    }
+
+    /// After a write failed (a full disk, say), redb refuses every later
+    /// one ("previous I/O error") until its database is opened again, so
+    /// a session could neither flush nor commit, and lost its changes at
+    /// unmount, even once the disk had room. Open it again. First the
+    /// flushed table is read into the pending changes, so that reads go
+    /// on from memory whatever happens and the next flush writes it back;
+    /// then the database is closed (its file can be open once) and
+    /// opened. If that fails, the journal stays in memory and the next
+    /// flush tries again.
+    fn reopen_after_failure(&mut self) -> io::Result<()> {
+        if !self.reopen {
+            return Ok(());
+        }
+        if self.flushing.is_some() || Arc::strong_count(&self.db) > 1 {
+            return Err(io::Error::other(format!(
+                "session journal {}: a write failed, and it cannot be opened again while a flush is under way; try again",
+                self.path.display()
+            )));
+        }
+        let (placeholder, empty) = in_memory_journal()?;
+        for row in self.flushed.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            if !self.pending.contains_key(key.value()) {
+                let entry = decode(&self.path, key.value(), value.value())?;
+                self.pending.insert(key.value().to_owned(), Some(entry));
+            }
+        }
+        self.flushed = empty;
+        self.cache.get_mut().unwrap().clear();
+        // Closes the file's database: nothing else holds it.
+        self.db = Arc::new(placeholder);
+        let db = open_database(&self.path)?;
+        self.flushed = snapshot(&db)?;
+        self.db = Arc::new(db);
+        self.reopen = false;
+        tracing::info!(journal = %self.path.display(), "session journal opened again after a failed write");
+        Ok(())
     }
 }
 
@@ -627,26 +671,68 @@ impl<'a> Iterator for Unflushed<'a> {
     }
 }
 
+/// Open (or create) a journal database with its table.
+fn open_database(path: &Path) -> io::Result<Database> {
+    let db = redb::Builder::new()
+        .set_cache_size(JOURNAL_CACHE_BYTES)
+        .create(path)
+        .map_err(|e| {
+            let e = db_error(e);
+            io::Error::new(
+                e.kind(),
+                format!("cannot open session journal {}: {e}", path.display()),
+            )
+        })?;
+    create_table(&db)?;
+    Ok(db)
+}
+
+fn create_table(db: &Database) -> io::Result<()> {
+    let txn = db.begin_write().map_err(db_error)?;
+    txn.open_table(JOURNAL).map_err(db_error)?;
+    txn.commit().map_err(db_error)
+}
+
+/// An empty journal database in memory, and its table: what a journal
+/// holds while its file's database is closed to be opened again.
+fn in_memory_journal() -> io::Result<(Database, Table)> {
+    let db = redb::Builder::new()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .map_err(db_error)?;
+    create_table(&db)?;
+    let table = snapshot(&db)?;
+    Ok((db, table))
+}
+
+/// A redb error as an I/O error, keeping the system's error (ENOSPC,
+/// EIO, ...) where there is one.
+fn db_error(e: impl Into<redb::Error>) -> io::Error {
+    match e.into() {
+        redb::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
 /// Write `changes` into the journal table in one durable transaction.
 fn write_changes(db: &Database, changes: &Changes) -> io::Result<()> {
-    let txn = db.begin_write().map_err(io::Error::other)?;
+    let txn = db.begin_write().map_err(db_error)?;
     {
-        let mut table = txn.open_table(JOURNAL).map_err(io::Error::other)?;
+        let mut table = txn.open_table(JOURNAL).map_err(db_error)?;
         for (path, entry) in changes {
             match entry {
                 Some(entry) => {
                     let bytes = entry.encode();
                     table
                         .insert(path.as_str(), bytes.as_slice())
-                        .map_err(io::Error::other)?;
+                        .map_err(db_error)?;
                 }
                 None => {
-                    table.remove(path.as_str()).map_err(io::Error::other)?;
+                    table.remove(path.as_str()).map_err(db_error)?;
                 }
             }
         }
     }
-    txn.commit().map_err(io::Error::other)
+    txn.commit().map_err(db_error)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -655,8 +741,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The table as it is now, readable until dropped.
 fn snapshot(db: &Database) -> io::Result<Table> {
-    let read = db.begin_read().map_err(io::Error::other)?;
-    read.open_table(JOURNAL).map_err(io::Error::other)
+    let read = db.begin_read().map_err(db_error)?;
+    read.open_table(JOURNAL).map_err(db_error)
 }
 
 /// What the paths strictly below `dir` start with ("" for the root).
@@ -856,6 +942,34 @@ mod tests {
         drop(journal);
         let reopened = Journal::open(file).unwrap();
         reopened.entries_after(None, usize::MAX).unwrap()
+    }
+
+    /// A journal whose write failed opens its database again before the
+    /// next one (a failed write itself needs a full disk: see cli_mount's
+    /// test of one): it reads as before meanwhile, and the flush after
+    /// writes what was pending, over what was flushed before.
+    #[test]
+    fn a_journal_opened_again_after_a_failed_write_loses_nothing() {
+        let (_dir, file, mut journal) = new_journal();
+        journal.insert("a", staged(1)).unwrap();
+        journal.insert("b", staged(2)).unwrap();
+        journal.flush().unwrap();
+        journal.remove("a").unwrap();
+        journal.insert("c", staged(3)).unwrap();
+        journal.reopen = true; // as a failed write leaves it
+        assert_eq!(journal.begin_flush().map(|_| ()), Some(()));
+        journal.take_back_flushing();
+        assert!(!journal.reopen, "opened again by the background flush");
+        journal.reopen = true;
+        journal.flush().unwrap();
+        assert!(!journal.reopen);
+        assert_eq!(journal.get("a").unwrap(), None);
+        assert_eq!(journal.get("b").unwrap(), Some(staged(2)));
+        assert_eq!(journal.len(), 2);
+        assert_eq!(
+            durable(&file, journal),
+            vec![("b".to_owned(), staged(2)), ("c".to_owned(), staged(3))]
+        );
     }
 
     /// A commit reads the journal while it is flushed on a thread: reads
