@@ -431,16 +431,23 @@ impl Drop for SmallFs {
     }
 }
 
-#[test]
-fn a_mount_on_a_full_disk_says_why_and_leaves_no_session_behind() {
+/// A repository alone on a small tmpfs, in a temporary directory (listed
+/// so that they go in this order: the tmpfs, then the directory).
+fn repo_on_small_disk(size: &str) -> (tempfile::TempDir, SmallFs, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let disk = SmallFs::new(&dir.path().join("disk"), "2m");
+    let disk = SmallFs::new(&dir.path().join("disk"), size);
     let repo = disk.0.join("repo");
     assert!(
         zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
             .status
             .success()
     );
+    (dir, disk, repo)
+}
+
+#[test]
+fn a_mount_on_a_full_disk_says_why_and_leaves_no_session_behind() {
+    let (dir, disk, repo) = repo_on_small_disk("2m");
     // Fill the disk: the write stops at the first block that does not fit.
     let filler = disk.0.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 4 << 20]);
@@ -474,14 +481,7 @@ fn a_mount_on_a_full_disk_says_why_and_leaves_no_session_behind() {
 
 #[test]
 fn a_session_keeps_what_was_written_before_its_disk_filled_and_commits_it_once_there_is_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallFs::new(&dir.path().join("disk"), "16m");
-    let repo = disk.0.join("repo");
-    assert!(
-        zarrfs(dir.path(), &["init", repo.to_str().unwrap()])
-            .status
-            .success()
-    );
+    let (dir, disk, repo) = repo_on_small_disk("16m");
     // The files to copy in, on another filesystem.
     let sources = dir.path().join("src");
     std::fs::create_dir(&sources).unwrap();
