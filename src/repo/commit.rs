@@ -10,6 +10,7 @@ use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use super::growing_tree::GrowingTree;
 use super::json;
 use super::object::{CommitId, ObjectId, Objects, WriteBatch, store_object};
 use super::tree::{Change, Trees};
@@ -96,8 +97,9 @@ pub struct AppliedTree {
 }
 
 /// How many changes a tree is given at a time: applying a long change
-/// list in slices bounds memory and rewrites only the few nodes that two
-/// slices share (a commit's, one page at a time, and a rebase's). Where
+/// list in slices bounds memory, and the few nodes that two slices share
+/// are held until the later one is done with them (a commit's, one page
+/// at a time, and a rebase's; see `super::growing_tree`). Where
 /// the slices fall decides how a directory's B-tree splits into nodes, so
 /// trees of the same files can differ in their nodes; nothing compares
 /// tree ids across commits.
@@ -226,8 +228,8 @@ fn start_page_storer(storage: Arc<Storage>) -> io::Result<PageWorker<Vec<ObjectI
 }
 
 /// The thread that applies a long change list's pages to the tree being
-/// built, a page at a time (a page is an [`APPLY_SLICE`]); the tree, and
-/// what was written for it. Building the tree is most of a large
+/// built, a page at a time (a page is an [`APPLY_SLICE`]; see
+/// `super::growing_tree`); the tree, and what was written for it. Building the tree is most of a large
 /// commit's work, and reading the session's journal the rest: on a thread
 /// of its own it overlaps that.
 fn start_tree_builder(
@@ -236,18 +238,19 @@ fn start_tree_builder(
 ) -> io::Result<PageWorker<(ObjectId, WriteBatch)>> {
     PageWorker::start("tree-builder", 1, move |incoming, abandoned| {
         let mut batch = WriteBatch::default();
-        let mut tree = base;
+        let mut tree = GrowingTree::new(objects, base);
         for page in incoming {
             if abandoned.load(Ordering::Relaxed) {
                 return Err(abandoned_error());
             }
-            tree = apply_page(&objects, tree, &page, &mut batch)?;
+            let pairs = page.iter().map(|r| (r.path.as_str(), &r.change)).collect();
+            tree.apply(pairs, &mut batch)?;
         }
-        Ok((tree, batch))
+        Ok((tree.finish(&mut batch)?, batch))
     })
 }
 
-/// Apply a page of changes to `tree`; the new tree.
+/// Apply a change list of one page to `tree`; the new tree.
 fn apply_page(
     objects: &Objects,
     tree: ObjectId,

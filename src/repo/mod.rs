@@ -23,6 +23,7 @@ pub mod commit;
 pub mod conflict;
 pub mod fsck;
 pub mod gc;
+mod growing_tree;
 mod json;
 pub mod object;
 pub mod refs;
@@ -46,6 +47,7 @@ pub use tree::{Change, DiffKind, Entry, EntryKind, Trees};
 use crate::storage::Storage;
 use commit::{APPLY_SLICE, ChangePages};
 use conflict::{ChangedPaths, ConflictFinder, Side};
+use growing_tree::GrowingTree;
 
 /// The file that marks a directory as a repository.
 pub const FORMAT_FILE: &str = "zarrfs.json";
@@ -614,19 +616,17 @@ impl Repo {
         list: ChangeList,
         batch: &mut WriteBatch,
     ) -> io::Result<ObjectId> {
-        let mut tree = root;
+        let mut tree = GrowingTree::new(self.objects.clone(), root);
         let mut slice = Vec::new();
         for page in self.change_pages(list.id)? {
             slice.extend(page?);
             if slice.len() >= APPLY_SLICE {
-                tree = self.trees().apply(tree, &slice, batch)?;
+                tree.apply(slice.iter().map(|(p, c)| (p.as_str(), c)).collect(), batch)?;
                 slice.clear();
             }
         }
-        if !slice.is_empty() {
-            tree = self.trees().apply(tree, &slice, batch)?;
-        }
-        Ok(tree)
+        tree.apply(slice.iter().map(|(p, c)| (p.as_str(), c)).collect(), batch)?;
+        tree.finish(batch)
     }
 }
 

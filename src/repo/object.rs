@@ -276,12 +276,23 @@ impl Objects {
 
     pub fn put_node(&self, node: Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
         let bytes = node.to_json();
-        let id = self.put(&bytes, batch)?;
+        self.put_encoded_node(Arc::new(node), &bytes, batch)
+    }
+
+    /// [`Objects::put_node`] for a node already encoded: `bytes` is
+    /// `node.to_json()`.
+    pub fn put_encoded_node(
+        &self,
+        node: Arc<Node>,
+        bytes: &[u8],
+        batch: &mut WriteBatch,
+    ) -> io::Result<ObjectId> {
+        let id = self.put(bytes, batch)?;
         let mut cache = self.nodes.lock().unwrap();
         if cache.len() >= NODE_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(id, Arc::new(node));
+        cache.insert(id, node);
         Ok(id)
     }
 

@@ -10,8 +10,10 @@
 //! Nodes never merge when they shrink (only empty ones go away); that keeps
 //! updates simple at the price of some underfull nodes after deletions.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,19 +125,65 @@ pub const DIR_MODE: u32 = 0o755;
 /// One edit of a directory: the entry a name has now (`None`: removed).
 type Edit<'a> = (&'a str, Option<Entry>);
 
+/// A node made but not stored yet, with its stored form.
+pub(super) struct HeldNode {
+    pub node: Arc<Node>,
+    pub bytes: Vec<u8>,
+}
+
+/// Nodes a tree being built holds in memory, by id (see
+/// `super::growing_tree`).
+pub(super) type HeldNodes = RefCell<HashMap<ObjectId, HeldNode>>;
+
 /// Read and write trees in an object store.
 pub struct Trees<'a> {
     objects: &'a Objects,
+    /// Where new nodes go instead of the store, if anywhere.
+    held: Option<&'a HeldNodes>,
 }
 
 impl<'a> Trees<'a> {
     pub fn new(objects: &'a Objects) -> Trees<'a> {
-        Trees { objects }
+        Trees {
+            objects,
+            held: None,
+        }
+    }
+
+    /// Trees whose new nodes are put in `held` instead of the store, and
+    /// whose reads find them there.
+    pub(super) fn holding(objects: &'a Objects, held: &'a HeldNodes) -> Trees<'a> {
+        Trees {
+            objects,
+            held: Some(held),
+        }
+    }
+
+    fn put_node(&self, node: Node, batch: &mut WriteBatch) -> io::Result<ObjectId> {
+        let Some(held) = self.held else {
+            return self.objects.put_node(node, batch);
+        };
+        let bytes = node.to_json();
+        let id = ObjectId::of(&bytes);
+        held.borrow_mut().entry(id).or_insert(HeldNode {
+            node: Arc::new(node),
+            bytes,
+        });
+        Ok(id)
+    }
+
+    fn get_node(&self, id: ObjectId) -> io::Result<Arc<Node>> {
+        if let Some(held) = self.held
+            && let Some(held) = held.borrow().get(&id)
+        {
+            return Ok(held.node.clone());
+        }
+        self.objects.get_node(id)
     }
 
     /// The id of the empty directory, writing it if needed.
     pub fn empty(&self, batch: &mut WriteBatch) -> io::Result<ObjectId> {
-        self.objects.put_node(Node::Leaf { entries: vec![] }, batch)
+        self.put_node(Node::Leaf { entries: vec![] }, batch)
     }
 
     /// The entry at `path` (`a/b/c`), or `None`. The empty path is the root
@@ -169,7 +217,7 @@ impl<'a> Trees<'a> {
 
     /// The entry called `name` in the directory `dir`.
     pub fn get_in_dir(&self, dir: ObjectId, name: &str) -> io::Result<Option<Entry>> {
-        let mut node = self.objects.get_node(dir)?;
+        let mut node = self.get_node(dir)?;
         loop {
             let next = match &*node {
                 Node::Leaf { entries } => {
@@ -183,7 +231,7 @@ impl<'a> Trees<'a> {
                     children[i.saturating_sub(1)].id
                 }
             };
-            node = self.objects.get_node(next)?;
+            node = self.get_node(next)?;
         }
     }
 
@@ -202,7 +250,7 @@ impl<'a> Trees<'a> {
     /// Add the entries below node `id` to `out`; false once `out` would
     /// hold more than `at_most`.
     fn collect(&self, id: ObjectId, out: &mut Vec<Entry>, at_most: usize) -> io::Result<bool> {
-        match &*self.objects.get_node(id)? {
+        match &*self.get_node(id)? {
             Node::Leaf { entries } => {
                 if out.len() + entries.len() > at_most {
                     return Ok(false);
@@ -343,16 +391,14 @@ impl<'a> Trees<'a> {
             let mut parents = Vec::new();
             for chunk in even_chunks(level) {
                 let first = chunk[0].first.clone();
-                let id = self
-                    .objects
-                    .put_node(Node::Inner { children: chunk }, batch)?;
+                let id = self.put_node(Node::Inner { children: chunk }, batch)?;
                 parents.push(Child { first, id });
             }
             level = parents;
         }
         // An inner node with one child is that child.
         let mut id = level[0].id;
-        while let Node::Inner { children } = &*self.objects.get_node(id)? {
+        while let Node::Inner { children } = &*self.get_node(id)? {
             if children.len() != 1 {
                 break;
             }
@@ -369,16 +415,14 @@ impl<'a> Trees<'a> {
         edits: &mut [Edit],
         batch: &mut WriteBatch,
     ) -> io::Result<Vec<Child>> {
-        let node = self.objects.get_node(id)?;
+        let node = self.get_node(id)?;
         match &*node {
             Node::Leaf { entries } => {
                 let merged = merge_entries(entries, edits);
                 let mut out = Vec::new();
                 for chunk in even_chunks(merged) {
                     let first = chunk[0].name.clone();
-                    let id = self
-                        .objects
-                        .put_node(Node::Leaf { entries: chunk }, batch)?;
+                    let id = self.put_node(Node::Leaf { entries: chunk }, batch)?;
                     out.push(Child { first, id });
                 }
                 Ok(out)
@@ -404,9 +448,7 @@ impl<'a> Trees<'a> {
                 let mut out = Vec::new();
                 for chunk in even_chunks(new_children) {
                     let first = chunk[0].first.clone();
-                    let id = self
-                        .objects
-                        .put_node(Node::Inner { children: chunk }, batch)?;
+                    let id = self.put_node(Node::Inner { children: chunk }, batch)?;
                     out.push(Child { first, id });
                 }
                 Ok(out)
