@@ -229,9 +229,9 @@ fn start_page_storer(storage: Arc<Storage>) -> io::Result<PageWorker<Vec<ObjectI
 
 /// The thread that applies a long change list's pages to the tree being
 /// built, a page at a time (a page is an [`APPLY_SLICE`]; see
-/// `super::growing_tree`); the tree, and what was written for it. Building the tree is most of a large
-/// commit's work, and reading the session's journal the rest: on a thread
-/// of its own it overlaps that.
+/// `super::growing_tree`); the tree, and what was written for it.
+/// Building the tree is most of a large commit's work, and reading the
+/// session's journal the rest: on a thread of its own it overlaps that.
 fn start_tree_builder(
     objects: Objects,
     base: ObjectId,

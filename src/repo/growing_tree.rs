@@ -83,7 +83,7 @@ impl GrowingTree {
             let Some(node) = held.remove(&id) else {
                 continue;
             };
-            push_subtrees(&node, &mut stack);
+            stack.extend(node.node.subtrees());
             if open.contains(&id) {
                 kept.insert(id, node);
             } else {
@@ -136,20 +136,6 @@ impl GrowingTree {
     }
 }
 
-/// The nodes right below a node: an inner node's children, a leaf's
-/// directories (files are blobs, never held).
-fn push_subtrees(node: &HeldNode, stack: &mut Vec<ObjectId>) {
-    match &*node.node {
-        Node::Inner { children } => stack.extend(children.iter().map(|c| c.id)),
-        Node::Leaf { entries } => stack.extend(
-            entries
-                .iter()
-                .filter(|e| e.kind == EntryKind::Dir)
-                .map(|e| e.id),
-        ),
-    }
-}
-
 /// Add `id` and every held node below it to `open`, if `id` is held.
 fn add_held_below(held: &HashMap<ObjectId, HeldNode>, id: ObjectId, open: &mut HashSet<ObjectId>) {
     let mut stack = vec![id];
@@ -157,7 +143,7 @@ fn add_held_below(held: &HashMap<ObjectId, HeldNode>, id: ObjectId, open: &mut H
         if let Some(node) = held.get(&id)
             && open.insert(id)
         {
-            push_subtrees(node, &mut stack);
+            stack.extend(node.node.subtrees());
         }
     }
 }
@@ -166,15 +152,7 @@ fn add_held_below(held: &HashMap<ObjectId, HeldNode>, id: ObjectId, open: &mut H
 mod tests {
     use super::*;
     use crate::repo::tree::Entry;
-    use crate::storage::Storage;
-    use std::sync::Arc;
-
-    fn objects() -> (tempfile::TempDir, Objects) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let objects = Objects::new(Arc::new(Storage::new(dir.path())));
-        (dir, objects)
-    }
+    use crate::repo::tree::tests::objects;
 
     fn file(n: u32) -> Change {
         Change::File {
@@ -209,15 +187,7 @@ mod tests {
             if !out.insert(id) {
                 continue;
             }
-            match &*objects.get_node(id).unwrap() {
-                Node::Inner { children } => stack.extend(children.iter().map(|c| c.id)),
-                Node::Leaf { entries } => stack.extend(
-                    entries
-                        .iter()
-                        .filter(|e| e.kind == EntryKind::Dir)
-                        .map(|e| e.id),
-                ),
-            }
+            stack.extend(objects.get_node(id).unwrap().subtrees());
         }
         out
     }
@@ -258,13 +228,11 @@ mod tests {
 
         let mut got = Vec::new();
         let mut want = Vec::new();
-        for (root, out) in [(root, &mut got), (expected, &mut want)] {
+        for (root, objects, out) in [
+            (root, &objects, &mut got),
+            (expected, &base_objects, &mut want),
+        ] {
             for (path, _) in &changes {
-                let objects = if root == expected {
-                    &base_objects
-                } else {
-                    &objects
-                };
                 out.push(Trees::new(objects).lookup(root, path).unwrap());
             }
         }

@@ -71,6 +71,21 @@ pub enum Change {
 }
 
 impl Node {
+    /// The nodes right below this one: an inner node's children, a
+    /// leaf's directories (a file's id names a blob, not a node).
+    pub fn subtrees(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let (children, entries) = match self {
+            Node::Inner { children } => (&children[..], &[][..]),
+            Node::Leaf { entries } => (&[][..], &entries[..]),
+        };
+        children.iter().map(|c| c.id).chain(
+            entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Dir)
+                .map(|e| e.id),
+        )
+    }
+
     /// The node as stored: the same bytes as `serde_json::to_vec`,
     /// written directly (see `super::json`).
     pub fn to_json(&self) -> Vec<u8> {
@@ -611,12 +626,13 @@ fn even_chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::storage::Storage;
     use std::sync::Arc;
 
-    fn objects() -> (tempfile::TempDir, Objects) {
+    /// An empty object store in a directory of its own.
+    pub(in crate::repo) fn objects() -> (tempfile::TempDir, Objects) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let objects = Objects::new(Arc::new(Storage::new(dir.path())));
