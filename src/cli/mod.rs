@@ -206,11 +206,12 @@ pub enum Command {
     },
     /// Remove the objects no commit names, giving their space back: files
     /// a mount stored ahead of a commit and that were then removed,
-    /// rewritten or discarded, and what crashed commits left. Commits wait
+    /// rewritten or discarded, and what crashed commits left. Commits go on
     /// while it runs
     ///
-    /// It first waits for the commits in progress to end, saying so on
-    /// standard error.
+    /// It marks what the commits name while commits go on; then, to
+    /// remove, it waits for the commits in progress to end (saying so on
+    /// standard error) and holds new ones off until it is done.
     Gc {
         /// The repository
         repo: PathBuf,

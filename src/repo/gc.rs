@@ -14,12 +14,16 @@
 //!   a writer that does not take the lock below (an older zarrfs) is in
 //!   the middle of a commit.
 //!
-//! Commits and gc exclude each other: a commit holds the repository's
-//! write lock shared from the moment it stores its first object until its
-//! branch has moved, and gc holds it exclusively while it marks and
-//! sweeps, so that no commit can come to name an object that gc judged
-//! unreferenced. A repository with a missing or damaged reachable object
-//! is not swept at all: what lies below the damage cannot be marked.
+//! Commits go on while gc marks. A commit holds the repository's write
+//! lock shared from the moment it stores its first object until its
+//! branch has moved; gc marks and lists the objects without the lock,
+//! then takes it exclusively, marks the commits that landed meanwhile
+//! (little: they share all but their changes with what is marked) and
+//! sweeps. So no commit can come to name an object that gc judged
+//! unreferenced, and commits wait only for the sweep, not for a walk of
+//! the whole history. A repository with a missing or damaged reachable
+//! object is not swept at all: what lies below the damage cannot be
+//! marked.
 
 use std::collections::HashSet;
 use std::io;
@@ -77,89 +81,202 @@ pub fn gc_telling_wait(
     options: GcOptions,
     on_wait: impl FnOnce(),
 ) -> io::Result<GcReport> {
+    gc_in_phases(repo, options, on_wait, || {})
+}
+
+/// [`gc_telling_wait`], calling `before_locking` after the unlocked mark
+/// and listing, so that tests can commit at that moment.
+fn gc_in_phases(
+    repo: &Repo,
+    options: GcOptions,
+    on_wait: impl FnOnce(),
+    before_locking: impl FnOnce(),
+) -> io::Result<GcReport> {
+    let mut report = GcReport::default();
+    let mut marks = Marks::default();
+    marks.mark_new_commits(repo)?;
+    let candidates = unmarked_objects(repo, &marks.reachable)?;
+    before_locking();
+
     let _exclusive = repo
         .storage()
         .lock_telling_wait(super::WRITE_LOCK, true, on_wait)?;
-    let mut report = GcReport::default();
-    let reachable = mark(repo, &mut report)?;
-    report.reachable = reachable.len();
+    marks.mark_new_commits(repo)?;
+    report.commits = marks.commits.len();
+    report.reachable = marks.reachable.len();
     let now = SystemTime::now();
-    for prefix in repo.storage().list("objects")? {
-        for rest in repo.storage().list(&format!("objects/{prefix}"))? {
-            let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                continue; // not an object
-            };
-            if reachable.contains(&id) {
-                continue;
+    for id in candidates {
+        if marks.reachable.contains(&id) {
+            continue; // named by a commit that landed while gc marked
+        }
+        let key = id.key_in("objects");
+        let Some(stat) = repo.storage().stat(&key)? else {
+            continue;
+        };
+        if stat.links > 1 {
+            report.kept_sealed += 1;
+        } else if now.duration_since(stat.changed).unwrap_or_default() < options.grace {
+            report.kept_recent += 1;
+        } else {
+            if !options.dry_run {
+                repo.storage().delete(&key)?;
             }
-            let key = id.key_in("objects");
-            let Some(stat) = repo.storage().stat(&key)? else {
-                continue;
-            };
-            if stat.links > 1 {
-                report.kept_sealed += 1;
-            } else if now.duration_since(stat.changed).unwrap_or_default() < options.grace {
-                report.kept_recent += 1;
-            } else {
-                if !options.dry_run {
-                    repo.storage().delete(&key)?;
-                }
-                report.removed += 1;
-                report.removed_bytes += stat.len;
-            }
+            report.removed += 1;
+            report.removed_bytes += stat.len;
         }
     }
     Ok(report)
 }
 
-/// Every object the repository's commits reach. Fails on the first one
-/// that is missing or unreadable.
-fn mark(repo: &Repo, report: &mut GcReport) -> io::Result<HashSet<ObjectId>> {
-    let damaged = |what: String, e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("{what}: {e}; nothing was removed (run zarrfs fsck)"),
-        )
-    };
-    let mut reachable = HashSet::new();
-    for prefix in repo.storage().list("commits")? {
-        for rest in repo.storage().list(&format!("commits/{prefix}"))? {
-            let Ok(commit) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                continue;
+/// The objects in the store that `reachable` does not hold.
+fn unmarked_objects(repo: &Repo, reachable: &HashSet<ObjectId>) -> io::Result<Vec<ObjectId>> {
+    let mut unmarked = Vec::new();
+    for prefix in repo.storage().list("objects")? {
+        for rest in repo.storage().list(&format!("objects/{prefix}"))? {
+            let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
+                continue; // not an object
             };
-            report.commits += 1;
-            let record = repo
-                .commit_record(commit)
-                .map_err(|e| damaged(format!("commit {commit}"), e))?;
-            let mut stack = vec![record.tree];
-            while let Some(id) = stack.pop() {
-                if !reachable.insert(id) {
+            if !reachable.contains(&id) {
+                unmarked.push(id);
+            }
+        }
+    }
+    Ok(unmarked)
+}
+
+/// What gc has marked so far: the commit records walked and every object
+/// they reach.
+#[derive(Default)]
+struct Marks {
+    commits: HashSet<ObjectId>,
+    reachable: HashSet<ObjectId>,
+}
+
+impl Marks {
+    /// Marks everything the commit records not walked yet reach. A node
+    /// marked before is not walked again: everything below it was marked
+    /// with it. Fails on the first object that is missing or unreadable.
+    fn mark_new_commits(&mut self, repo: &Repo) -> io::Result<()> {
+        let damaged = |what: String, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("{what}: {e}; nothing was removed (run zarrfs fsck)"),
+            )
+        };
+        for prefix in repo.storage().list("commits")? {
+            for rest in repo.storage().list(&format!("commits/{prefix}"))? {
+                let Ok(commit) = format!("{prefix}{rest}").parse::<ObjectId>() else {
+                    continue;
+                };
+                if !self.commits.insert(commit) {
                     continue;
                 }
-                let node = repo
-                    .objects()
-                    .get_node(id)
-                    .map_err(|e| damaged(format!("commit {commit}, tree node {id}"), e))?;
-                match &*node {
-                    Node::Inner { children } => stack.extend(children.iter().map(|c| c.id)),
-                    Node::Leaf { entries } => {
-                        for entry in entries {
-                            match entry.kind {
-                                EntryKind::Dir => stack.push(entry.id),
-                                EntryKind::File => {
-                                    reachable.insert(entry.id);
+                let record = repo
+                    .commit_record(commit)
+                    .map_err(|e| damaged(format!("commit {commit}"), e))?;
+                let mut stack = vec![record.tree];
+                while let Some(id) = stack.pop() {
+                    if !self.reachable.insert(id) {
+                        continue;
+                    }
+                    let node = repo
+                        .objects()
+                        .get_node(id)
+                        .map_err(|e| damaged(format!("commit {commit}, tree node {id}"), e))?;
+                    match &*node {
+                        Node::Inner { children } => stack.extend(children.iter().map(|c| c.id)),
+                        Node::Leaf { entries } => {
+                            for entry in entries {
+                                match entry.kind {
+                                    EntryKind::Dir => stack.push(entry.id),
+                                    EntryKind::File => {
+                                        self.reachable.insert(entry.id);
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-            if reachable.insert(record.changes) {
-                let pages = ChangePages::open(repo.objects(), record.changes)
-                    .map_err(|e| damaged(format!("commit {commit}'s change list"), e))?;
-                reachable.extend(pages.page_ids().iter().copied());
+                if self.reachable.insert(record.changes) {
+                    let pages = ChangePages::open(repo.objects(), record.changes)
+                        .map_err(|e| damaged(format!("commit {commit}'s change list"), e))?;
+                    self.reachable.extend(pages.page_ids().iter().copied());
+                }
             }
         }
+        Ok(())
     }
-    Ok(reachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::object::WriteBatch;
+    use crate::repo::tree::Change;
+    use crate::repo::{CommitRequest, DEFAULT_BRANCH};
+
+    /// Commits `path` = `bytes` to the default branch, storing the bytes
+    /// as a commit does (an object that is there already is not stored
+    /// again).
+    fn commit_file(repo: &Repo, path: &str, bytes: &[u8]) {
+        let mut batch = WriteBatch::default();
+        let id = repo.objects().put(bytes, &mut batch).unwrap();
+        let change = Change::File {
+            id,
+            size: bytes.len() as u64,
+            mode: 0o644,
+        };
+        let changes = repo
+            .put_change_list(&[(path.to_owned(), change)], &mut batch)
+            .unwrap();
+        repo.commit(CommitRequest {
+            branch: DEFAULT_BRANCH,
+            base: repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit,
+            changes,
+            applied: None,
+            author: "test",
+            message: path,
+            session: "test",
+            written: batch,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_commit_landing_while_gc_marks_keeps_the_garbage_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("repo")).unwrap();
+        commit_file(&repo, "kept", b"kept bytes");
+        let mut batch = WriteBatch::default();
+        let garbage = repo.objects().put(b"same bytes", &mut batch).unwrap();
+        let other_garbage = repo.objects().put(b"other bytes", &mut batch).unwrap();
+        batch.sync(repo.storage()).unwrap();
+
+        let options = GcOptions {
+            grace: Duration::ZERO,
+            dry_run: false,
+        };
+        let report = gc_in_phases(
+            &repo,
+            options,
+            || panic!("no commit was in progress"),
+            || {
+                // gc has marked the commits and listed the objects: both
+                // pieces of garbage are to go. A commit can land now, and
+                // comes to name one of them.
+                let writing = repo.try_lock_for_commit().unwrap();
+                assert!(writing.is_some(), "gc holds commits off while it marks");
+                drop(writing);
+                commit_file(&repo, "late", b"same bytes");
+            },
+        )
+        .unwrap();
+
+        assert_eq!(report.commits, 3, "{report:?}"); // init, kept, late
+        assert_eq!(report.removed, 1, "{report:?}");
+        assert!(repo.objects().contains(garbage), "the late commit's file");
+        assert!(!repo.objects().contains(other_garbage));
+        let fsck = super::super::fsck::fsck(&repo).unwrap();
+        assert!(fsck.is_clean(), "{:?}", fsck.problems);
+    }
 }
