@@ -42,7 +42,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -58,6 +58,13 @@ const MAX_AHEAD_BYTES: u64 = 64 << 20;
 /// At most the first this many bytes of a file are read ahead: the
 /// kernel's own readahead takes over once the program reads it.
 const MAX_FILE_AHEAD: u64 = 16 << 20;
+/// Most threads that read a window's files ahead together, one per
+/// this many bytes of it (see [`Prefetcher::warm`]): small files keep one
+/// thread busy enough, and more took the CPU their reader needed
+/// (100,000 files of 4 KiB read back in 5.5-6.1 s with eight, 4.5-4.6 s
+/// with one).
+const WARMERS: usize = 8;
+const BYTES_PER_WARMER: u64 = 8 << 20;
 /// How far behind the newest open of a sequence an open may be and still
 /// continue it (readers with several threads open out of order).
 const REORDER: usize = 64;
@@ -327,31 +334,67 @@ impl Prefetcher {
     /// Read files `start..end` of `order` into the page cache, within
     /// [`MAX_AHEAD_BYTES`] (staged files' sizes are known only here);
     /// where it stopped.
+    ///
+    /// Up to [`WARMERS`] threads take the files in turn. Opening a file
+    /// of a large repository reads a block of its object directory from
+    /// the disk, and one thread waited for those reads one after another
+    /// (behind the data reads it had asked for): 25-40 ms of every 64
+    /// files of 1 MiB, so that it fell behind the reader it was to be
+    /// ahead of.
     fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
-        let mut bytes = 0;
-        for (i, (_, source)) in order.files[start..end].iter().enumerate() {
-            if self.stopped() || (i > 0 && bytes >= MAX_AHEAD_BYTES) {
-                return start + i;
+        let (end, bytes) = self.within_budget(order, start, end);
+        let next = AtomicUsize::new(start);
+        let stopped_at = AtomicUsize::new(end);
+        let warm_some = || {
+            loop {
+                let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+                if i >= end {
+                    return;
+                }
+                if self.stopped() {
+                    stopped_at.fetch_min(i, AtomicOrdering::Relaxed);
+                    return;
+                }
+                // A file gone meanwhile is nothing to read.
+                if let Some(size) = warm_file(&order.locator.path(order.files[i].1)) {
+                    self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
+                }
             }
-            // A file gone meanwhile is nothing to read.
-            let Ok(file) = std::fs::File::open(order.locator.path(*source)) else {
-                continue;
+        };
+        let warmers = (bytes / BYTES_PER_WARMER).clamp(1, WARMERS as u64) as usize;
+        let helpers = warmers.min(end.saturating_sub(start)).saturating_sub(1);
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                // Without a thread, the worker warms them all itself.
+                let _ = std::thread::Builder::new()
+                    .name("zarrfs-warm".into())
+                    .spawn_scoped(scope, warm_some);
+            }
+            warm_some();
+        });
+        stopped_at.into_inner()
+    }
+
+    /// Where files `start..end` of `order` go past [`MAX_AHEAD_BYTES`]
+    /// (at least one file in), and the bytes to read ahead before. A
+    /// blob's size is in its tree; a staged file's is looked up, in the
+    /// session's own directory.
+    fn within_budget(&self, order: &DirOrder, start: usize, end: usize) -> (usize, u64) {
+        let mut bytes = 0;
+        for i in start..end {
+            if i > start && bytes >= MAX_AHEAD_BYTES {
+                return (i, bytes);
+            }
+            let size = match order.files[i].1 {
+                FileSource::Blob { size, .. } => size,
+                staged @ FileSource::Staged(_) => {
+                    std::fs::metadata(order.locator.path(staged)).map_or(0, |m| m.len())
+                }
             };
-            let size = file.metadata().map_or(0, |m| m.len()).min(MAX_FILE_AHEAD);
-            // SAFETY: posix_fadvise on an open descriptor.
-            unsafe {
-                libc::posix_fadvise(
-                    file.as_raw_fd(),
-                    0,
-                    size as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                )
-            };
-            bytes += size;
-            self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
-            self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
+            bytes += size.min(MAX_FILE_AHEAD);
         }
-        end
+        (end, bytes)
     }
 
     /// A window of `dir` was read ahead only up to `reached`: the next
@@ -364,6 +407,24 @@ impl Prefetcher {
             scan.ahead_to = reached;
         }
     }
+}
+
+/// Have the kernel read `path`'s first [`MAX_FILE_AHEAD`] bytes into the
+/// page cache, without waiting for them; how many that is, `None` if the
+/// file is gone.
+fn warm_file(path: &std::path::Path) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    let size = file.metadata().map_or(0, |m| m.len()).min(MAX_FILE_AHEAD);
+    // SAFETY: posix_fadvise on an open descriptor.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            0,
+            size as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
+    Some(size)
 }
 
 /// The read-ahead worker thread of a mount; stopped and waited for when
@@ -632,6 +693,37 @@ mod tests {
         assert_eq!(
             prefetcher.warmed_bytes.load(AtomicOrdering::Relaxed),
             MAX_AHEAD_BYTES
+        );
+    }
+
+    #[test]
+    fn a_window_of_large_files_is_read_ahead_by_several_threads_each_file_once() {
+        let (_dir, fs) = crate::fs::testing::fs();
+        let files = 40; // 40 MiB: five warmers
+        for i in 0..files {
+            let bytes = vec![i as u8; 1 << 20];
+            crate::fs::testing::write_file(&fs, "", &format!("c{i}"), &bytes);
+        }
+        let order = fs.with_session(|session| {
+            let files = session.file_sources("", 100).unwrap().unwrap();
+            DirOrder::new(files, session.file_locator())
+        });
+        let prefetcher = Prefetcher::default();
+        prefetcher.enabled.store(true, AtomicOrdering::Relaxed);
+        assert_eq!(prefetcher.warm(&order, 0, files), files);
+        assert_eq!(
+            prefetcher.warmed_files.load(AtomicOrdering::Relaxed),
+            files as u64
+        );
+        assert_eq!(
+            prefetcher.warmed_bytes.load(AtomicOrdering::Relaxed),
+            (files as u64) << 20
+        );
+        // From the middle on, within the byte budget.
+        assert_eq!(prefetcher.warm(&order, 10, files), files);
+        assert_eq!(
+            prefetcher.warmed_files.load(AtomicOrdering::Relaxed),
+            (files + 30) as u64
         );
     }
 
