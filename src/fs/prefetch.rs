@@ -14,7 +14,9 @@
 //! files' objects read ahead took 3.9-4.1 s. Committed files are objects
 //! on local disk and staged files are local files, so reading ahead is
 //! `posix_fadvise(WILLNEED)` on each: the kernel queues the reads and
-//! the passthrough read that follows finds the pages in memory.
+//! the passthrough read that follows finds the pages in memory. Large
+//! files are opened on several threads at once: opening one reads its
+//! object directory from the disk, and those reads must overlap too.
 //!
 //! Like the kernel's own readahead, it starts only when a directory is
 //! being read in sequence, and widens while the sequence goes on:
@@ -332,8 +334,7 @@ impl Prefetcher {
     }
 
     /// Read files `start..end` of `order` into the page cache, within
-    /// [`MAX_AHEAD_BYTES`] (staged files' sizes are known only here);
-    /// where it stopped.
+    /// [`MAX_AHEAD_BYTES`]; where it stopped.
     ///
     /// Up to [`WARMERS`] threads take the files in turn. Opening a file
     /// of a large repository reads a block of its object directory from
