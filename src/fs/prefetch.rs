@@ -121,6 +121,29 @@ impl DirOrder {
         }
         end
     }
+
+    /// Where files `start..end` go past [`MAX_AHEAD_BYTES`] (the first
+    /// file and the one that crosses it are in), and the bytes of the
+    /// files in. Unlike
+    /// [`DirOrder::window_end`], which runs under the sequences' lock and
+    /// counts staged files as nothing, this looks a staged file's size up,
+    /// in the session's own directory.
+    fn within_budget(&self, start: usize, end: usize) -> (usize, u64) {
+        let mut bytes = 0;
+        for i in start..end {
+            if i > start && bytes >= MAX_AHEAD_BYTES {
+                return (i, bytes);
+            }
+            let size = match self.files[i].1 {
+                FileSource::Blob { size, .. } => size,
+                staged @ FileSource::Staged(_) => {
+                    std::fs::metadata(self.locator.path(staged)).map_or(0, |m| m.len())
+                }
+            };
+            bytes += size.min(MAX_FILE_AHEAD);
+        }
+        (end, bytes)
+    }
 }
 
 /// The sequence of opens in one directory.
@@ -343,7 +366,7 @@ impl Prefetcher {
     /// files of 1 MiB, so that it fell behind the reader it was to be
     /// ahead of.
     fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
-        let (end, bytes) = self.within_budget(order, start, end);
+        let (end, bytes) = order.within_budget(start, end);
         let next = AtomicUsize::new(start);
         let stopped_at = AtomicUsize::new(end);
         let warm_some = || {
@@ -375,27 +398,6 @@ impl Prefetcher {
             warm_some();
         });
         stopped_at.into_inner()
-    }
-
-    /// Where files `start..end` of `order` go past [`MAX_AHEAD_BYTES`]
-    /// (at least one file in), and the bytes to read ahead before. A
-    /// blob's size is in its tree; a staged file's is looked up, in the
-    /// session's own directory.
-    fn within_budget(&self, order: &DirOrder, start: usize, end: usize) -> (usize, u64) {
-        let mut bytes = 0;
-        for i in start..end {
-            if i > start && bytes >= MAX_AHEAD_BYTES {
-                return (i, bytes);
-            }
-            let size = match order.files[i].1 {
-                FileSource::Blob { size, .. } => size,
-                staged @ FileSource::Staged(_) => {
-                    std::fs::metadata(order.locator.path(staged)).map_or(0, |m| m.len())
-                }
-            };
-            bytes += size.min(MAX_FILE_AHEAD);
-        }
-        (end, bytes)
     }
 
     /// A window of `dir` was read ahead only up to `reached`: the next

@@ -131,17 +131,30 @@ fn gc_in_phases(
 /// The objects in the store that `reachable` does not hold.
 fn unmarked_objects(repo: &Repo, reachable: &HashSet<ObjectId>) -> io::Result<Vec<ObjectId>> {
     let mut unmarked = Vec::new();
-    for prefix in repo.storage().list("objects")? {
-        for rest in repo.storage().list(&format!("objects/{prefix}"))? {
-            let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                continue; // not an object
-            };
-            if !reachable.contains(&id) {
-                unmarked.push(id);
+    for_each_id(repo, "objects", |id| {
+        if !reachable.contains(&id) {
+            unmarked.push(id);
+        }
+        Ok(())
+    })?;
+    Ok(unmarked)
+}
+
+/// Call `f` with the id of each file in `dir` (`objects`, `commits`),
+/// laid out as [`ObjectId::key_in`] lays them; other names are skipped.
+fn for_each_id(
+    repo: &Repo,
+    dir: &str,
+    mut f: impl FnMut(ObjectId) -> io::Result<()>,
+) -> io::Result<()> {
+    for prefix in repo.storage().list(dir)? {
+        for rest in repo.storage().list(&format!("{dir}/{prefix}"))? {
+            if let Ok(id) = format!("{prefix}{rest}").parse::<ObjectId>() {
+                f(id)?;
             }
         }
     }
-    Ok(unmarked)
+    Ok(())
 }
 
 /// What gc has marked so far: the commit records walked and every object
@@ -163,48 +176,35 @@ impl Marks {
                 format!("{what}: {e}; nothing was removed (run zarrfs fsck)"),
             )
         };
-        for prefix in repo.storage().list("commits")? {
-            for rest in repo.storage().list(&format!("commits/{prefix}"))? {
-                let Ok(commit) = format!("{prefix}{rest}").parse::<ObjectId>() else {
-                    continue;
-                };
-                if !self.commits.insert(commit) {
+        for_each_id(repo, "commits", |commit| {
+            if !self.commits.insert(commit) {
+                return Ok(());
+            }
+            let record = repo
+                .commit_record(commit)
+                .map_err(|e| damaged(format!("commit {commit}"), e))?;
+            let mut stack = vec![record.tree];
+            while let Some(id) = stack.pop() {
+                if !self.reachable.insert(id) {
                     continue;
                 }
-                let record = repo
-                    .commit_record(commit)
-                    .map_err(|e| damaged(format!("commit {commit}"), e))?;
-                let mut stack = vec![record.tree];
-                while let Some(id) = stack.pop() {
-                    if !self.reachable.insert(id) {
-                        continue;
-                    }
-                    let node = repo
-                        .objects()
-                        .get_node(id)
-                        .map_err(|e| damaged(format!("commit {commit}, tree node {id}"), e))?;
-                    match &*node {
-                        Node::Inner { children } => stack.extend(children.iter().map(|c| c.id)),
-                        Node::Leaf { entries } => {
-                            for entry in entries {
-                                match entry.kind {
-                                    EntryKind::Dir => stack.push(entry.id),
-                                    EntryKind::File => {
-                                        self.reachable.insert(entry.id);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                if self.reachable.insert(record.changes) {
-                    let pages = ChangePages::open(repo.objects(), record.changes)
-                        .map_err(|e| damaged(format!("commit {commit}'s change list"), e))?;
-                    self.reachable.extend(pages.page_ids().iter().copied());
+                let node = repo
+                    .objects()
+                    .get_node(id)
+                    .map_err(|e| damaged(format!("commit {commit}, tree node {id}"), e))?;
+                stack.extend(node.subtrees());
+                if let Node::Leaf { entries } = &*node {
+                    let files = entries.iter().filter(|e| e.kind == EntryKind::File);
+                    self.reachable.extend(files.map(|e| e.id));
                 }
             }
-        }
-        Ok(())
+            if self.reachable.insert(record.changes) {
+                let pages = ChangePages::open(repo.objects(), record.changes)
+                    .map_err(|e| damaged(format!("commit {commit}'s change list"), e))?;
+                self.reachable.extend(pages.page_ids().iter().copied());
+            }
+            Ok(())
+        })
     }
 }
 
