@@ -225,3 +225,56 @@ fn uncommitted_files_are_read_ahead_too() {
     assert_read_ahead(&staged, 2..12, Some(150));
     m.unmount();
 }
+
+/// Chunks per row of [`committed_rows`]; chunk (row, col) holds
+/// `content(row * ROW + col)`.
+const ROW: usize = 40;
+
+/// A repository whose main branch has 3 rows of ROW chunks in
+/// `arr/c/<row>/<col>`, as Zarr 3 lays out a 2-dimensional array by
+/// default, with their objects out of the page cache; the objects' paths
+/// by row. `None` where they cannot be evicted.
+fn evicted_rows() -> Option<(Scratch, Vec<Vec<PathBuf>>)> {
+    let scratch = Scratch::new();
+    let m = scratch.mount("writer", &[]);
+    for row in 0..3 {
+        std::fs::create_dir_all(m.path.join(format!("arr/c/{row}"))).unwrap();
+        for col in 0..ROW {
+            let path = m.path.join(format!("arr/c/{row}/{col}"));
+            std::fs::write(path, content(row * ROW + col)).unwrap();
+        }
+    }
+    m.ok("echo rows > .zarrfs/commit");
+    m.unmount();
+    let objects: Vec<Vec<PathBuf>> = (0..3)
+        .map(|row| {
+            (0..ROW)
+                .map(|col| object_path(&scratch.repo, row * ROW + col))
+                .collect()
+        })
+        .collect();
+    evict(&objects.concat()).then_some((scratch, objects))
+}
+
+#[test]
+fn reading_a_row_of_chunks_reads_the_next_rows_directory_ahead() {
+    let Some((scratch, objects)) = evicted_rows() else {
+        return;
+    };
+    let m = scratch.mount("reader", &[]);
+    for col in 0..ROW / 2 {
+        let mut bytes = Vec::new();
+        File::open(m.path.join(format!("arr/c/0/{col}")))
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, content(col), "chunk 0/{col}");
+    }
+    // Row 0 is read ahead to its end, and the reader will go on to row
+    // 1 (c/1/0 after c/0/39): its first chunks come into the cache before
+    // anything there is opened. Row 2 is a row further: not yet.
+    assert_read_ahead(&objects[0], ROW / 2..ROW, None);
+    assert_read_ahead(&objects[1], 0..ROW / 2, None);
+    assert!(!resident(&objects[2][0]), "row 2 read ahead too");
+    m.unmount();
+}

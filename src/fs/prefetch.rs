@@ -29,7 +29,11 @@
 //! - when the sequence comes within half a window of what was read
 //!   ahead, the next window is read ahead, twice as wide as the last, up
 //!   to [`MAX_WINDOW`] files and [`MAX_AHEAD_BYTES`] (of each file, the
-//!   first [`MAX_FILE_AHEAD`]: the kernel's readahead does the rest).
+//!   first [`MAX_FILE_AHEAD`]: the kernel's readahead does the rest);
+//! - when the sequence has read ahead to the directory's end, a window of
+//!   the directory after it is read ahead as well ([`next_dir`]: Zarr 3
+//!   keeps each row of chunks in a directory of its own, `c/1/0` after
+//!   `c/0/31`), and the sequence there goes on when its reader arrives.
 //!
 //! Only opens for reading count: `ls -l`, `du` and `find` look files up
 //! without reading them, and writers open files they will replace.
@@ -48,8 +52,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOr
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use super::control;
 use super::core::{Fs, lock};
-use crate::session::{FileLocator, FileSource};
+use crate::session::{FileLocator, FileSource, Session};
 
 /// The first window of a sequence, in files.
 const FIRST_WINDOW: usize = 16;
@@ -164,6 +169,8 @@ struct DirScan {
     window: usize,
     /// When it was last opened, for forgetting the oldest.
     tick: u64,
+    /// The directory after this one was read ahead (see [`DirScan::beyond`]).
+    handed_on: bool,
 }
 
 impl DirScan {
@@ -177,18 +184,23 @@ impl DirScan {
             ahead_to: 0,
             window: 0,
             tick: 0,
+            handed_on: false,
         }
     }
 
     /// Follow an open at `pos`; the files to read ahead now, if any.
     fn opened_at(&mut self, pos: usize) -> Option<(usize, usize)> {
         let order = self.order.as_ref()?;
-        let continues = self.last.is_some_and(|last| {
-            pos + REORDER >= last && pos <= last + self.window.max(FIRST_WINDOW)
-        });
+        let continues = match self.last {
+            Some(last) => pos + REORDER >= last && pos <= last + self.window.max(FIRST_WINDOW),
+            // Read ahead from its start by the sequence of the directory
+            // before it (`Prefetcher::primed`): the reader came on.
+            None => self.window > 0 && pos < self.ahead_to,
+        };
         if !continues {
             self.window = 0;
             self.ahead_to = pos + 1;
+            self.handed_on = false;
             self.last = Some(pos);
             // A single open is no sequence yet: wait for the next.
             return None;
@@ -209,6 +221,21 @@ impl DirScan {
         self.window = size;
         (start < end).then_some((start, end))
     }
+
+    /// Once the sequence has read ahead to the directory's end: how many
+    /// files of the next directory to read ahead (its window), once.
+    /// Zarr's default chunk keys put each row of chunks in a directory of
+    /// its own (`c/0/0`..`c/0/31`, then `c/1/0`), so a reader of an array
+    /// goes on to the next directory, and would otherwise find the first
+    /// files there cold while the sequence there starts.
+    fn beyond(&mut self) -> Option<usize> {
+        let order = self.order.as_ref()?;
+        if self.handed_on || self.window == 0 || self.ahead_to < order.files.len() {
+            return None;
+        }
+        self.handed_on = true;
+        Some(self.window)
+    }
 }
 
 /// What the worker thread is asked to do.
@@ -223,6 +250,13 @@ enum Job {
         order: Arc<DirOrder>,
         start: usize,
         end: usize,
+    },
+    /// The sequence of `dir` reached its end: read the first `files`
+    /// files of the directory after it ahead (see [`DirScan::beyond`]).
+    Next {
+        generation: u64,
+        dir: String,
+        files: usize,
     },
 }
 
@@ -268,25 +302,8 @@ impl Prefetcher {
         if self.stopped() {
             return;
         }
-        let tick = self.ticks.fetch_add(1, AtomicOrdering::Relaxed);
         let mut scans = lock(&self.scans);
-        if !scans.contains_key(dir) {
-            if scans.len() >= MAX_DIRS {
-                let oldest = scans
-                    .iter()
-                    .min_by_key(|(_, scan)| scan.tick)
-                    .map(|(dir, _)| dir.clone());
-                if let Some(oldest) = oldest {
-                    scans.remove(&oldest);
-                }
-            }
-            scans.insert(dir.to_owned(), DirScan::new(generation));
-        }
-        let scan = scans.get_mut(dir).expect("inserted above");
-        if scan.generation != generation {
-            *scan = DirScan::new(generation);
-        }
-        scan.tick = tick;
+        let scan = self.follow(&mut scans, generation, dir);
         let Some(order) = scan.order.clone() else {
             // The second file opened in a directory asks for its order;
             // the worker then replays the opens so far.
@@ -310,8 +327,10 @@ impl Prefetcher {
         let Some(pos) = order.position(name) else {
             return; // made after the listing
         };
-        if let Some((start, end)) = scan.opened_at(pos) {
-            drop(scans);
+        let window = scan.opened_at(pos);
+        let beyond = scan.beyond();
+        drop(scans);
+        if let Some((start, end)) = window {
             self.send(Job::Warm {
                 generation,
                 dir: dir.to_owned(),
@@ -320,31 +339,50 @@ impl Prefetcher {
                 end,
             });
         }
+        if let Some(files) = beyond {
+            self.send(Job::Next {
+                generation,
+                dir: dir.to_owned(),
+                files,
+            });
+        }
+    }
+
+    /// The sequence of `dir` in the view of `generation`, made if there
+    /// is none (forgetting the least recently opened one beyond
+    /// [`MAX_DIRS`]), and counted as opened now.
+    fn follow<'a>(
+        &self,
+        scans: &'a mut HashMap<String, DirScan>,
+        generation: u64,
+        dir: &str,
+    ) -> &'a mut DirScan {
+        let tick = self.ticks.fetch_add(1, AtomicOrdering::Relaxed);
+        if !scans.contains_key(dir) {
+            if scans.len() >= MAX_DIRS {
+                let oldest = scans
+                    .iter()
+                    .min_by_key(|(_, scan)| scan.tick)
+                    .map(|(dir, _)| dir.clone());
+                if let Some(oldest) = oldest {
+                    scans.remove(&oldest);
+                }
+            }
+            scans.insert(dir.to_owned(), DirScan::new(generation));
+        }
+        let scan = scans.get_mut(dir).expect("inserted above");
+        if scan.generation != generation {
+            *scan = DirScan::new(generation);
+        }
+        scan.tick = tick;
+        scan
     }
 
     /// The worker listed `dir`: follow the opens made so far; the files
     /// to read ahead now, if any.
     fn listed(&self, generation: u64, dir: &str, order: Arc<DirOrder>) -> Option<(usize, usize)> {
         let mut scans = lock(&self.scans);
-        // Within MAX_LISTED: forget the orders of the directories opened
-        // least recently.
-        let mut listed: usize = scans
-            .values()
-            .filter_map(|scan| scan.order.as_ref().map(|order| order.files.len()))
-            .sum();
-        while listed + order.files.len() > MAX_LISTED {
-            let oldest = scans
-                .iter()
-                .filter(|(other, scan)| scan.order.is_some() && other.as_str() != dir)
-                .min_by_key(|(_, scan)| scan.tick)
-                .map(|(other, _)| other.clone());
-            let Some(oldest) = oldest else {
-                break;
-            };
-            if let Some(forgotten) = scans.remove(&oldest).and_then(|scan| scan.order) {
-                listed -= forgotten.files.len();
-            }
-        }
+        make_room(&mut scans, dir, order.files.len());
         let scan = scans.get_mut(dir).filter(|s| s.generation == generation)?;
         scan.order = Some(order.clone());
         let mut ahead = None;
@@ -354,6 +392,33 @@ impl Prefetcher {
             }
         }
         ahead
+    }
+
+    /// The worker listed `dir`, the directory after one whose sequence
+    /// reached its end ([`DirScan::beyond`]): follow its sequence as if
+    /// its reader were at its start, with its first `files` files read
+    /// ahead; the files to read ahead now, if any. Nothing if the reader
+    /// got there first (its own sequence is followed).
+    fn primed(
+        &self,
+        generation: u64,
+        dir: &str,
+        order: Arc<DirOrder>,
+        files: usize,
+    ) -> Option<(usize, usize)> {
+        let mut scans = lock(&self.scans);
+        if scans.get(dir).is_some_and(|scan| {
+            scan.generation == generation && (scan.order.is_some() || !scan.early.is_empty())
+        }) {
+            return None;
+        }
+        make_room(&mut scans, dir, order.files.len());
+        let scan = self.follow(&mut scans, generation, dir);
+        let end = order.window_end(0, files);
+        scan.order = Some(order);
+        scan.window = files;
+        scan.ahead_to = end;
+        (end > 0).then_some((0, end))
     }
 
     /// Read files `start..end` of `order` into the page cache, within
@@ -400,6 +465,15 @@ impl Prefetcher {
         stopped_at.into_inner()
     }
 
+    /// How many files of the directory after `dir` to read ahead, if its
+    /// sequence just reached its end ([`DirScan::beyond`]).
+    fn hand_on(&self, generation: u64, dir: &str) -> Option<usize> {
+        lock(&self.scans)
+            .get_mut(dir)
+            .filter(|scan| scan.generation == generation)
+            .and_then(DirScan::beyond)
+    }
+
     /// A window of `dir` was read ahead only up to `reached`: the next
     /// one starts there.
     fn warmed_to(&self, generation: u64, dir: &str, end: usize, reached: usize) {
@@ -408,6 +482,28 @@ impl Prefetcher {
             && scan.ahead_to == end
         {
             scan.ahead_to = reached;
+        }
+    }
+}
+
+/// Forget the orders of the directories opened least recently until one
+/// of `files` more, for `dir`, fits [`MAX_LISTED`].
+fn make_room(scans: &mut HashMap<String, DirScan>, dir: &str, files: usize) {
+    let mut listed: usize = scans
+        .values()
+        .filter_map(|scan| scan.order.as_ref().map(|order| order.files.len()))
+        .sum();
+    while listed + files > MAX_LISTED {
+        let oldest = scans
+            .iter()
+            .filter(|(other, scan)| scan.order.is_some() && other.as_str() != dir)
+            .min_by_key(|(_, scan)| scan.tick)
+            .map(|(other, _)| other.clone());
+        let Some(oldest) = oldest else {
+            break;
+        };
+        if let Some(forgotten) = scans.remove(&oldest).and_then(|scan| scan.order) {
+            listed -= forgotten.files.len();
         }
     }
 }
@@ -480,27 +576,18 @@ impl Fs {
             }
             match job {
                 Job::List { generation, dir } => {
-                    let (files, locator) = {
-                        let session = self.session_read();
-                        if session.generation() != generation {
-                            continue;
-                        }
-                        match session.file_sources(&dir, MAX_LISTED) {
-                            // Too many files: not read ahead in this view.
-                            Ok(None) => continue,
-                            Ok(Some(files)) => (files, session.file_locator()),
-                            Err(e) => {
-                                tracing::debug!(dir, error = %e, "read-ahead: listing failed");
-                                continue;
-                            }
-                        }
+                    let Some(order) = self.order_of(generation, &dir) else {
+                        continue;
                     };
-                    let order = Arc::new(DirOrder::new(files, locator));
                     if let Some((start, end)) =
                         self.prefetch.listed(generation, &dir, order.clone())
                     {
                         let reached = self.prefetch.warm(&order, start, end);
                         self.prefetch.warmed_to(generation, &dir, end, reached);
+                    }
+                    // A directory short enough to be read ahead whole at once.
+                    if let Some(files) = self.prefetch.hand_on(generation, &dir) {
+                        self.read_ahead_after(generation, &dir, files);
                     }
                 }
                 Job::Warm {
@@ -513,9 +600,92 @@ impl Fs {
                     let reached = self.prefetch.warm(&order, start, end);
                     self.prefetch.warmed_to(generation, &dir, end, reached);
                 }
+                Job::Next {
+                    generation,
+                    dir,
+                    files,
+                } => self.read_ahead_after(generation, &dir, files),
             }
         }
     }
+
+    /// The files of view directory `dir` in reading order, if the view is
+    /// still that of `generation` and the directory not too large.
+    fn order_of(&self, generation: u64, dir: &str) -> Option<Arc<DirOrder>> {
+        let session = self.session_read();
+        if session.generation() != generation {
+            return None;
+        }
+        match session.file_sources(dir, MAX_LISTED) {
+            Ok(Some(files)) => Some(Arc::new(DirOrder::new(files, session.file_locator()))),
+            // Too many files: not read ahead in this view.
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(dir, error = %e, "read-ahead: listing failed");
+                None
+            }
+        }
+    }
+
+    /// Read the first `files` files of the directory after `dir` ahead
+    /// (see [`DirScan::beyond`]).
+    fn read_ahead_after(&self, generation: u64, dir: &str, files: usize) {
+        let next = {
+            let session = self.session_read();
+            if session.generation() != generation {
+                return;
+            }
+            next_dir(&session, dir, LEVELS_UP)
+        };
+        let Some(next) = next else {
+            return;
+        };
+        let Some(order) = self.order_of(generation, &next) else {
+            return;
+        };
+        if let Some((start, end)) = self
+            .prefetch
+            .primed(generation, &next, order.clone(), files)
+        {
+            let reached = self.prefetch.warm(&order, start, end);
+            self.prefetch.warmed_to(generation, &next, end, reached);
+        }
+    }
+}
+
+/// How many levels up [`next_dir`] looks for the directory after one: a
+/// Zarr array of N dimensions keeps its chunks in directories N - 1 deep
+/// (`c/i/j/k` for three), and after the last directory of one `c/i` comes
+/// the first of `c/i+1`, one level up; so up to four dimensions.
+const LEVELS_UP: usize = 2;
+
+/// The directory a reader walking `dir` and the directories around it in
+/// natural order goes to after it: its next sibling, or else the first
+/// directory at the same depth under its parent's next sibling (`c/0/31`
+/// is followed by `c/1/0`), looking up to `levels_up` levels up.
+fn next_dir(session: &Session, dir: &str, levels_up: usize) -> Option<String> {
+    if dir.is_empty() {
+        return None;
+    }
+    let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+    let siblings = subdirectories(session, parent)?;
+    let at = siblings.iter().position(|sibling| sibling == name)?;
+    if let Some(next) = siblings.get(at + 1) {
+        return Some(control::join(parent, next));
+    }
+    if levels_up == 0 {
+        return None;
+    }
+    let parent_next = next_dir(session, parent, levels_up - 1)?;
+    let first = subdirectories(session, &parent_next)?.into_iter().next()?;
+    Some(control::join(&parent_next, &first))
+}
+
+/// The directories in view directory `dir`, in natural order.
+fn subdirectories(session: &Session, dir: &str) -> Option<Vec<String>> {
+    let mut dirs = session.subdirectories(dir, MAX_LISTED).ok()??;
+    dirs.sort_unstable_by(|a, b| natural_cmp(a, b));
+    Some(dirs)
 }
 
 /// Names in the order Zarr and people number them: runs of digits
@@ -649,6 +819,89 @@ mod tests {
         assert_eq!(scan.opened_at(5_000), None);
         assert_eq!(scan.window, 0);
         assert_eq!(scan.opened_at(5_001), Some((5_002, 5_002 + FIRST_WINDOW)));
+    }
+
+    #[test]
+    fn a_sequence_that_reads_ahead_to_its_directorys_end_hands_on_once() {
+        let mut scan = scan_of(order(32, 1 << 20));
+        scan.opened_at(0);
+        assert_eq!(scan.opened_at(1), Some((2, 2 + FIRST_WINDOW)));
+        assert_eq!(scan.beyond(), None, "the directory is not read to its end");
+        let pos = 2 + FIRST_WINDOW / 2;
+        assert_eq!(scan.opened_at(pos), Some((2 + FIRST_WINDOW, 32)));
+        assert_eq!(scan.beyond(), Some(2 * FIRST_WINDOW), "its window goes on");
+        for pos in pos + 1..32 {
+            scan.opened_at(pos);
+            assert_eq!(scan.beyond(), None, "handed on once (at {pos})");
+        }
+    }
+
+    #[test]
+    fn a_directory_read_ahead_before_its_reader_comes_continues_the_sequence() {
+        let prefetcher = Prefetcher::default();
+        let (jobs, queue) = mpsc::sync_channel(JOB_QUEUE);
+        *lock(&prefetcher.jobs) = Some(jobs);
+        prefetcher.enabled.store(true, AtomicOrdering::Relaxed);
+        assert_eq!(
+            prefetcher.primed(1, "c/1", order(64, 1 << 20), 32),
+            Some((0, 32)),
+            "its first window is read ahead"
+        );
+        // Its reader's first open continues the sequence: no listing, no
+        // new start, nothing to read until half the window is behind.
+        prefetcher.opened(1, "c/1", "c0");
+        assert!(queue.try_recv().is_err(), "nothing asked at the first open");
+        {
+            let scans = lock(&prefetcher.scans);
+            let scan = &scans["c/1"];
+            assert_eq!((scan.last, scan.window, scan.ahead_to), (Some(0), 32, 32));
+        }
+        prefetcher.opened(1, "c/1", "c16");
+        match queue.try_recv() {
+            Ok(Job::Warm { start, end, .. }) => assert_eq!((start, end), (32, 64)),
+            _ => panic!("the next window is read ahead"),
+        }
+        match queue.try_recv() {
+            Ok(Job::Next { dir, files, .. }) => assert_eq!((dir.as_str(), files), ("c/1", 64)),
+            _ => panic!("and the directory after it"),
+        }
+        // A directory whose reader came first is left to its own sequence.
+        prefetcher.opened(1, "c/2", "c5");
+        assert_eq!(prefetcher.primed(1, "c/2", order(64, 1 << 20), 32), None);
+    }
+
+    #[test]
+    fn the_directory_after_the_last_of_a_row_is_the_first_of_the_next_row() {
+        let (_dir, fs) = crate::fs::testing::fs();
+        // Three dimensions: c/<i>/<j>/<k>, numbered past 9 so that natural
+        // and byte order differ.
+        for i in ["0", "1", "2", "10"] {
+            for j in ["0", "1", "10"] {
+                let dir = format!("arr/c/{i}/{j}");
+                let mut parent = crate::fs::testing::ino(&fs, "").unwrap();
+                for part in dir.split('/') {
+                    parent = match fs.mkdir(parent, crate::fs::testing::name(part)) {
+                        Ok(attr) => attr.ino.0,
+                        Err(_) => {
+                            fs.lookup(parent, crate::fs::testing::name(part))
+                                .unwrap()
+                                .ino
+                                .0
+                        }
+                    };
+                }
+                crate::fs::testing::write_file(&fs, &dir, "0", b"chunk");
+            }
+        }
+        fs.with_session(|session| {
+            let next = |dir| next_dir(session, dir, LEVELS_UP);
+            assert_eq!(next("arr/c/0/0").as_deref(), Some("arr/c/0/1"));
+            assert_eq!(next("arr/c/0/1").as_deref(), Some("arr/c/0/10"));
+            assert_eq!(next("arr/c/0/10").as_deref(), Some("arr/c/1/0"));
+            assert_eq!(next("arr/c/2/10").as_deref(), Some("arr/c/10/0"));
+            assert_eq!(next("arr/c/10/10"), None, "the last of the array");
+            assert_eq!(next_dir(session, "arr/c/0/10", 0), None, "not looking up");
+        });
     }
 
     #[test]

@@ -235,6 +235,18 @@ impl Session {
         }))
     }
 
+    /// The directories in a directory, sorted by name: where a mount
+    /// reading ahead looks for the directory a reader goes to next. `None`
+    /// if the directory has more than `at_most` entries.
+    pub fn subdirectories(&self, dir: &str, at_most: usize) -> Result<Option<Vec<String>>> {
+        Ok(self.children(dir, at_most)?.map(|children| {
+            children
+                .into_iter()
+                .filter_map(|(name, found)| matches!(found, Found::Dir).then_some(name))
+                .collect()
+        }))
+    }
+
     /// Where the files of this session's view are on local disk, for a
     /// thread that does not hold the session.
     pub fn file_locator(&self) -> FileLocator {
