@@ -31,9 +31,10 @@
 //!   to [`MAX_WINDOW`] files and [`MAX_AHEAD_BYTES`] (of each file, the
 //!   first [`MAX_FILE_AHEAD`]: the kernel's readahead does the rest);
 //! - when the sequence has read ahead to the directory's end, a window of
-//!   the directory after it is read ahead as well ([`next_dir`]: Zarr 3
-//!   keeps each row of chunks in a directory of its own, `c/1/0` after
-//!   `c/0/31`), and the sequence there goes on when its reader arrives.
+//!   the directory after it is read ahead as well
+//!   ([`Subdirectories::next_dir`]: Zarr 3 keeps each row of chunks in a
+//!   directory of its own, `c/1/0` after `c/0/31`), and the sequence there
+//!   goes on when its reader arrives.
 //!
 //! Only opens for reading count: `ls -l`, `du` and `find` look files up
 //! without reading them, and writers open files they will replace.
@@ -55,7 +56,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use super::core::{Fs, lock};
-use order::{DirOrder, LEVELS_UP, next_dir};
+use order::{DirOrder, LEVELS_UP, Subdirectories};
 use scan::DirScan;
 
 /// The first window of a sequence, in files.
@@ -417,6 +418,7 @@ impl Fs {
     }
 
     fn prefetch_worker(&self, jobs: mpsc::Receiver<Job>) {
+        let mut subdirectories = Subdirectories::default();
         while let Ok(job) = jobs.recv() {
             if self.prefetch.stopped() {
                 return;
@@ -434,7 +436,7 @@ impl Fs {
                     }
                     // A directory short enough to be read ahead whole at once.
                     if let Some(files) = self.prefetch.hand_on(generation, &dir) {
-                        self.read_ahead_after(generation, &dir, files);
+                        self.read_ahead_after(&mut subdirectories, generation, &dir, files);
                     }
                 }
                 Job::Warm {
@@ -451,7 +453,7 @@ impl Fs {
                     generation,
                     dir,
                     files,
-                } => self.read_ahead_after(generation, &dir, files),
+                } => self.read_ahead_after(&mut subdirectories, generation, &dir, files),
             }
         }
     }
@@ -476,13 +478,19 @@ impl Fs {
 
     /// Read the first `files` files of the directory after `dir` ahead
     /// (see [`DirScan::beyond`]).
-    fn read_ahead_after(&self, generation: u64, dir: &str, files: usize) {
+    fn read_ahead_after(
+        &self,
+        subdirectories: &mut Subdirectories,
+        generation: u64,
+        dir: &str,
+        files: usize,
+    ) {
         let next = {
             let session = self.session_read();
             if session.generation() != generation {
                 return;
             }
-            next_dir(&session, dir, LEVELS_UP)
+            subdirectories.next_dir(&session, dir, LEVELS_UP)
         };
         let Some(next) = next else {
             return;

@@ -3,6 +3,8 @@
 //! as Zarr numbers its chunks), and the next directory of the same depth.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{MAX_AHEAD_BYTES, MAX_FILE_AHEAD, MAX_LISTED};
 use crate::fs::control;
@@ -76,39 +78,80 @@ impl DirOrder {
     }
 }
 
-/// How many levels up [`next_dir`] looks for the directory after one: a
-/// Zarr array of N dimensions keeps its chunks in directories N - 1 deep
-/// (`c/i/j/k` for three), and after the last directory of one `c/i` comes
-/// the first of `c/i+1`, one level up; so up to four dimensions.
+/// How many levels up [`Subdirectories::next_dir`] looks for the
+/// directory after one: a Zarr array of N dimensions keeps its chunks in
+/// directories N - 1 deep (`c/i/j/k` for three), and after the last
+/// directory of one `c/i` comes the first of `c/i+1`, one level up; so up
+/// to four dimensions.
 pub(super) const LEVELS_UP: usize = 2;
 
-/// The directory a reader walking `dir` and the directories around it in
-/// natural order goes to after it: its next sibling, or else the first
-/// directory at the same depth under its parent's next sibling (`c/0/31`
-/// is followed by `c/1/0`), looking up to `levels_up` levels up.
-pub(super) fn next_dir(session: &Session, dir: &str, levels_up: usize) -> Option<String> {
-    if dir.is_empty() {
-        return None;
-    }
-    let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
-    let siblings = subdirectories(session, parent)?;
-    let at = siblings.iter().position(|sibling| sibling == name)?;
-    if let Some(next) = siblings.get(at + 1) {
-        return Some(control::join(parent, next));
-    }
-    if levels_up == 0 {
-        return None;
-    }
-    let parent_next = next_dir(session, parent, levels_up - 1)?;
-    let first = subdirectories(session, &parent_next)?.into_iter().next()?;
-    Some(control::join(&parent_next, &first))
+/// The directories of the view directories [`Subdirectories::next_dir`]
+/// looked in, in natural order, kept for the view generation they were
+/// listed in: the directories after an array's thousands of row
+/// directories are all found in one parent, listed once rather than once
+/// per row. (A directory made after its parent was listed is not found
+/// until the next view: a missed read-ahead, nothing more.)
+#[derive(Default)]
+pub(super) struct Subdirectories {
+    generation: u64,
+    lists: HashMap<String, Arc<[Box<str>]>>,
+    /// Names in all the lists, kept within [`MAX_LISTED`].
+    names: usize,
 }
 
-/// The directories in view directory `dir`, in natural order.
-fn subdirectories(session: &Session, dir: &str) -> Option<Vec<String>> {
-    let mut dirs = session.subdirectories(dir, MAX_LISTED).ok()??;
-    dirs.sort_unstable_by(|a, b| natural_cmp(a, b));
-    Some(dirs)
+impl Subdirectories {
+    /// The directory a reader walking `dir` and the directories around
+    /// it in natural order goes to after it: its next sibling, or else the
+    /// first directory at the same depth under its parent's next sibling
+    /// (`c/0/31` is followed by `c/1/0`), looking up to `levels_up` levels
+    /// up.
+    pub(super) fn next_dir(
+        &mut self,
+        session: &Session,
+        dir: &str,
+        levels_up: usize,
+    ) -> Option<String> {
+        if dir.is_empty() {
+            return None;
+        }
+        let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let siblings = self.of(session, parent)?;
+        let at = siblings
+            .binary_search_by(|sibling| natural_cmp(sibling, name))
+            .ok()?;
+        if let Some(next) = siblings.get(at + 1) {
+            return Some(control::join(parent, next));
+        }
+        if levels_up == 0 {
+            return None;
+        }
+        let parent_next = self.next_dir(session, parent, levels_up - 1)?;
+        let first = self.of(session, &parent_next)?.first()?.clone();
+        Some(control::join(&parent_next, &first))
+    }
+
+    /// The directories in view directory `dir`, in natural order.
+    fn of(&mut self, session: &Session, dir: &str) -> Option<Arc<[Box<str>]>> {
+        if self.generation != session.generation() {
+            *self = Subdirectories {
+                generation: session.generation(),
+                ..Subdirectories::default()
+            };
+        }
+        if let Some(list) = self.lists.get(dir) {
+            return Some(list.clone());
+        }
+        let mut dirs = session.subdirectories(dir, MAX_LISTED).ok()??;
+        dirs.sort_unstable_by(|a, b| natural_cmp(a, b));
+        let list: Arc<[Box<str>]> = dirs.into_iter().map(String::into_boxed_str).collect();
+        if self.names + list.len() > MAX_LISTED {
+            self.lists.clear();
+            self.names = 0;
+        }
+        self.names += list.len();
+        self.lists.insert(dir.to_owned(), list.clone());
+        Some(list)
+    }
 }
 
 /// Names in the order Zarr and people number them: runs of digits
@@ -154,8 +197,6 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use proptest::prelude::*;
 
@@ -212,30 +253,46 @@ pub(super) mod tests {
         for i in ["0", "1", "2", "10"] {
             for j in ["0", "1", "10"] {
                 let dir = format!("arr/c/{i}/{j}");
-                let mut parent = crate::fs::testing::ino(&fs, "").unwrap();
-                for part in dir.split('/') {
-                    parent = match fs.mkdir(parent, crate::fs::testing::name(part)) {
-                        Ok(attr) => attr.ino.0,
-                        Err(_) => {
-                            fs.lookup(parent, crate::fs::testing::name(part))
-                                .unwrap()
-                                .ino
-                                .0
-                        }
-                    };
-                }
+                make_dirs(&fs, &dir);
                 crate::fs::testing::write_file(&fs, &dir, "0", b"chunk");
             }
         }
+        let mut dirs = Subdirectories::default();
         fs.with_session(|session| {
-            let next = |dir| next_dir(session, dir, LEVELS_UP);
+            let mut next = |dir| dirs.next_dir(session, dir, LEVELS_UP);
             assert_eq!(next("arr/c/0/0").as_deref(), Some("arr/c/0/1"));
             assert_eq!(next("arr/c/0/1").as_deref(), Some("arr/c/0/10"));
             assert_eq!(next("arr/c/0/10").as_deref(), Some("arr/c/1/0"));
             assert_eq!(next("arr/c/2/10").as_deref(), Some("arr/c/10/0"));
             assert_eq!(next("arr/c/10/10"), None, "the last of the array");
-            assert_eq!(next_dir(session, "arr/c/0/10", 0), None, "not looking up");
+            assert_eq!(
+                dirs.next_dir(session, "arr/c/0/10", 0),
+                None,
+                "not looking up"
+            );
         });
+        // A row made later is found once the view changes (a commit).
+        make_dirs(&fs, "arr/c/11/0");
+        crate::fs::testing::write_file(&fs, "arr/c/11/0", "0", b"chunk");
+        crate::fs::testing::control(&fs, "commit", "row 11").unwrap();
+        fs.with_session(|session| {
+            assert_eq!(
+                dirs.next_dir(session, "arr/c/10/10", LEVELS_UP).as_deref(),
+                Some("arr/c/11/0")
+            );
+        });
+    }
+
+    /// mkdir -p through `fs`.
+    fn make_dirs(fs: &crate::fs::Fs, dir: &str) {
+        let mut parent = crate::fs::testing::ino(fs, "").unwrap();
+        for part in dir.split('/') {
+            let name = crate::fs::testing::name(part);
+            parent = match fs.mkdir(parent, name) {
+                Ok(attr) => attr.ino.0,
+                Err(_) => fs.lookup(parent, name).unwrap().ino.0,
+            };
+        }
     }
 
     #[test]
