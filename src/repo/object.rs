@@ -151,9 +151,70 @@ impl<'de> Deserialize<'de> for ObjectId {
     }
 }
 
-/// Tree nodes kept in memory; cleared whole when it grows past this, which
-/// is simple and keeps memory bounded.
-const NODE_CACHE_LIMIT: usize = 1024;
+/// Most tree node entries kept in memory, counted as a node's entries or
+/// children (at most [`super::tree::NODE_CAPACITY`], some 100 bytes each)
+/// plus one: a directory of one chunk is a node of one entry, and 1,024 of
+/// those weigh what four full nodes do.
+const NODE_CACHE_WEIGHT: usize = 256 * 1024;
+
+/// Tree nodes kept in memory, in two generations: a node read or written
+/// goes into the newer one, and a node found in the older one moves back
+/// into it; once the newer one weighs half the limit, it becomes the older
+/// one and the older one is dropped. So the nodes in use stay (the root,
+/// an array's chunk directory, read at every lookup below it) while nodes
+/// read once go, within [`NODE_CACHE_WEIGHT`]. (Clearing the whole cache
+/// at 1,024 nodes, as before, dropped the nodes in use too, and the nodes
+/// read ahead of a reader of an array of a chunk per directory before it
+/// came to them.)
+#[derive(Debug, Default)]
+struct NodeCache {
+    newer: HashMap<ObjectId, Arc<Node>>,
+    older: HashMap<ObjectId, Arc<Node>>,
+    /// What `newer` weighs.
+    newer_weight: usize,
+}
+
+impl NodeCache {
+    fn get(&mut self, id: &ObjectId) -> Option<Arc<Node>> {
+        if let Some(node) = self.newer.get(id) {
+            return Some(node.clone());
+        }
+        let node = self.older.remove(id)?;
+        self.insert(*id, node.clone());
+        Some(node)
+    }
+
+    fn insert(&mut self, id: ObjectId, node: Arc<Node>) {
+        let weight = node.weight();
+        if self.newer_weight + weight > NODE_CACHE_WEIGHT / 2 {
+            self.older = std::mem::take(&mut self.newer);
+            self.newer_weight = 0;
+        }
+        self.newer_weight += weight;
+        if let Some(replaced) = self.newer.insert(id, node) {
+            self.newer_weight -= replaced.weight();
+        }
+    }
+
+    #[cfg(test)]
+    fn weight(&self) -> usize {
+        self.newer
+            .values()
+            .chain(self.older.values())
+            .map(|n| n.weight())
+            .sum()
+    }
+}
+
+impl Node {
+    /// What a node weighs in [`NodeCache`].
+    fn weight(&self) -> usize {
+        1 + match self {
+            Node::Leaf { entries } => entries.len(),
+            Node::Inner { children } => children.len(),
+        }
+    }
+}
 
 /// The content-addressed store of blobs, tree nodes and change lists.
 /// Clones share the storage and the cache of tree nodes, so that a commit
@@ -161,7 +222,7 @@ const NODE_CACHE_LIMIT: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct Objects {
     storage: Arc<Storage>,
-    nodes: Arc<Mutex<HashMap<ObjectId, Arc<Node>>>>,
+    nodes: Arc<Mutex<NodeCache>>,
 }
 
 /// What an operation wrote, to be made durable together before a ref may
@@ -239,7 +300,7 @@ impl Objects {
     pub fn new(storage: Arc<Storage>) -> Objects {
         Objects {
             storage,
-            nodes: Arc::new(Mutex::new(HashMap::new())),
+            nodes: Arc::new(Mutex::new(NodeCache::default())),
         }
     }
 
@@ -288,11 +349,7 @@ impl Objects {
         batch: &mut WriteBatch,
     ) -> io::Result<ObjectId> {
         let id = self.put(bytes, batch)?;
-        let mut cache = self.nodes.lock().unwrap();
-        if cache.len() >= NODE_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(id, node);
+        self.nodes.lock().unwrap().insert(id, node);
         Ok(id)
     }
 
@@ -307,11 +364,7 @@ impl Objects {
                 format!("tree node {id} is corrupt: {e}"),
             )
         })?);
-        let mut cache = self.nodes.lock().unwrap();
-        if cache.len() >= NODE_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(id, node.clone());
+        self.nodes.lock().unwrap().insert(id, node.clone());
         Ok(node)
     }
 }
@@ -334,6 +387,49 @@ pub fn missing(id: ObjectId) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::tree::{Entry, EntryKind};
+
+    #[test]
+    fn nodes_in_use_stay_cached_while_many_read_once_pass_through() {
+        let entry = |i: usize| Entry {
+            name: format!("c{i}"),
+            kind: EntryKind::File,
+            id: ObjectId::of(&i.to_le_bytes()),
+            size: 1,
+            mode: 0o644,
+        };
+        let node = |i: usize, entries: usize| {
+            let id = ObjectId::of(&i.to_le_bytes());
+            let entries = (0..entries).map(entry).collect();
+            (id, Arc::new(Node::Leaf { entries }))
+        };
+        let mut cache = NodeCache::default();
+        let (hot, hot_node) = node(usize::MAX, 256);
+        cache.insert(hot, hot_node);
+        let passing = 4 * NODE_CACHE_WEIGHT / 100;
+        for i in 0..passing {
+            let (id, n) = node(i, 99);
+            cache.insert(id, n);
+            // The hot node is read at every lookup below it.
+            assert!(
+                cache.get(&hot).is_some(),
+                "the node in use was dropped at {i}"
+            );
+            assert!(cache.weight() <= NODE_CACHE_WEIGHT);
+        }
+        assert!(cache.get(&node(0, 99).0).is_none(), "nodes read once go");
+        assert!(cache.get(&node(passing - 1, 99).0).is_some());
+        // Small nodes weigh little: many more of them stay.
+        let mut cache = NodeCache::default();
+        for i in 0..10_000 {
+            let (id, n) = node(i, 1);
+            cache.insert(id, n);
+        }
+        assert!(
+            cache.get(&node(0, 1).0).is_some(),
+            "10,000 nodes of one entry fit"
+        );
+    }
 
     #[test]
     fn a_file_hashes_as_its_bytes_across_buffer_boundaries() {
