@@ -278,3 +278,43 @@ fn reading_a_row_of_chunks_reads_the_next_rows_directory_ahead() {
     assert!(!resident(&objects[2][0]), "row 2 read ahead too");
     m.unmount();
 }
+
+/// A repository whose main branch has `steps` chunks in
+/// `series/c/<t>/0/0`, as Zarr 3 lays out an array chunked along its
+/// first dimension alone (a time step per chunk), one chunk per
+/// directory, with their objects out of the page cache; the objects'
+/// paths. `None` where they cannot be evicted.
+fn evicted_series(steps: usize) -> Option<(Scratch, Vec<PathBuf>)> {
+    let scratch = Scratch::new();
+    let m = scratch.mount("writer", &[]);
+    for t in 0..steps {
+        let dir = m.path.join(format!("series/c/{t}/0"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("0"), content(t)).unwrap();
+    }
+    m.ok("echo series > .zarrfs/commit");
+    m.unmount();
+    let objects: Vec<PathBuf> = (0..steps).map(|t| object_path(&scratch.repo, t)).collect();
+    evict(&objects).then_some((scratch, objects))
+}
+
+#[test]
+fn reading_a_chunk_per_directory_in_order_reads_the_next_directories_ahead() {
+    let Some((scratch, objects)) = evicted_series(60) else {
+        return;
+    };
+    let m = scratch.mount("reader", &[]);
+    for t in 0..5 {
+        let mut bytes = Vec::new();
+        File::open(m.path.join(format!("series/c/{t}/0/0")))
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, content(t), "chunk {t}");
+    }
+    // No directory sees a second open, but the reader walks from one
+    // directory to the next (c/1/0 after c/0/0): the chunks of the
+    // directories after it come into the cache; far beyond, none.
+    assert_read_ahead(&objects, 5..15, Some(50));
+    m.unmount();
+}

@@ -34,7 +34,9 @@
 //!   the directory after it is read ahead as well
 //!   ([`Subdirectories::next_dir`]: Zarr 3 keeps each row of chunks in a
 //!   directory of its own, `c/1/0` after `c/0/31`), and the sequence there
-//!   goes on when its reader arrives.
+//!   goes on when its reader arrives;
+//! - a reader that opens one file per directory, going from each to the
+//!   one after it, is followed across directories instead (see [`walk`]).
 //!
 //! Only opens for reading count: `ls -l`, `du` and `find` look files up
 //! without reading them, and writers open files they will replace.
@@ -47,10 +49,12 @@
 
 mod order;
 mod scan;
+mod walk;
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -58,6 +62,7 @@ use std::thread::JoinHandle;
 use super::core::{Fs, lock};
 use order::{DirOrder, LEVELS_UP, Subdirectories};
 use scan::DirScan;
+use walk::{Step, Walk};
 
 /// The first window of a sequence, in files.
 const FIRST_WINDOW: usize = 16;
@@ -106,6 +111,9 @@ enum Job {
         dir: String,
         files: usize,
     },
+    /// A file of `dir` was opened, the first there, and nothing of it was
+    /// read ahead: follow a reader walking directories (see [`walk`]).
+    Entered { generation: u64, dir: String },
 }
 
 /// How many jobs may wait for the worker; beyond, new ones are dropped
@@ -157,6 +165,14 @@ impl Prefetcher {
             // the worker then replays the opens so far.
             if scan.early.last().is_some_and(|last| **last == *name) {
                 return;
+            }
+            if scan.early.is_empty() {
+                // The first file opened in a directory nobody read ahead:
+                // a step of a reader that may walk from one to the next.
+                self.send(Job::Entered {
+                    generation,
+                    dir: dir.to_owned(),
+                });
             }
             if scan.early.len() == 2 {
                 scan.early.remove(0);
@@ -280,12 +296,23 @@ impl Prefetcher {
     /// ahead of.
     fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
         let (end, bytes) = order.within_budget(start, end);
-        let next = AtomicUsize::new(start);
-        let stopped_at = AtomicUsize::new(end);
+        let paths: Vec<PathBuf> = order.files[start..end]
+            .iter()
+            .map(|(_, source)| order.locator.path(*source))
+            .collect();
+        start + self.warm_files(&paths, bytes)
+    }
+
+    /// Read the first [`MAX_FILE_AHEAD`] bytes of each file (`bytes` in
+    /// all) into the page cache, on up to [`WARMERS`] threads; how many
+    /// it read before the prefetcher was stopped.
+    fn warm_files(&self, paths: &[PathBuf], bytes: u64) -> usize {
+        let next = AtomicUsize::new(0);
+        let stopped_at = AtomicUsize::new(paths.len());
         let warm_some = || {
             loop {
                 let i = next.fetch_add(1, AtomicOrdering::Relaxed);
-                if i >= end {
+                if i >= paths.len() {
                     return;
                 }
                 if self.stopped() {
@@ -293,14 +320,14 @@ impl Prefetcher {
                     return;
                 }
                 // A file gone meanwhile is nothing to read.
-                if let Some(size) = warm_file(&order.locator.path(order.files[i].1)) {
+                if let Some(size) = warm_file(&paths[i]) {
                     self.warmed_files.fetch_add(1, AtomicOrdering::Relaxed);
                     self.warmed_bytes.fetch_add(size, AtomicOrdering::Relaxed);
                 }
             }
         };
         let warmers = (bytes / BYTES_PER_WARMER).clamp(1, WARMERS as u64) as usize;
-        let helpers = warmers.min(end.saturating_sub(start)).saturating_sub(1);
+        let helpers = warmers.min(paths.len()).saturating_sub(1);
         std::thread::scope(|scope| {
             for _ in 0..helpers {
                 // Without a thread, the worker warms them all itself.
@@ -419,6 +446,7 @@ impl Fs {
 
     fn prefetch_worker(&self, jobs: mpsc::Receiver<Job>) {
         let mut subdirectories = Subdirectories::default();
+        let mut walk = Walk::default();
         while let Ok(job) = jobs.recv() {
             if self.prefetch.stopped() {
                 return;
@@ -454,8 +482,59 @@ impl Fs {
                     dir,
                     files,
                 } => self.read_ahead_after(&mut subdirectories, generation, &dir, files),
+                Job::Entered { generation, dir } => {
+                    self.walk_on(&mut walk, &mut subdirectories, generation, &dir)
+                }
             }
         }
+    }
+
+    /// The reader entered `dir`, nothing of it read ahead: follow its walk
+    /// across directories, and read the next ones ahead when it asks.
+    fn walk_on(
+        &self,
+        walk: &mut Walk,
+        subdirectories: &mut Subdirectories,
+        generation: u64,
+        dir: &str,
+    ) {
+        let next_dir = |subdirectories: &mut Subdirectories, dir: &str| {
+            let session = self.session_read();
+            if session.generation() != generation {
+                return None;
+            }
+            subdirectories.next_dir(&session, dir, LEVELS_UP)
+        };
+        let step = walk.entered(generation, dir, |at| next_dir(subdirectories, at));
+        let Step::ReadAhead { after, mut files } = step else {
+            return;
+        };
+        let mut paths = Vec::new();
+        let mut bytes = 0;
+        let mut dir = after;
+        while files > 0 && bytes < MAX_AHEAD_BYTES {
+            let Some(next) = next_dir(subdirectories, &dir) else {
+                break;
+            };
+            let Some(order) = self.order_of(generation, &next) else {
+                break;
+            };
+            // A directory of directories: the walk is at another level.
+            if order.files.is_empty() {
+                break;
+            }
+            let (end, dir_bytes) = order.within_budget(0, order.files.len().min(files));
+            paths.extend(
+                order.files[..end]
+                    .iter()
+                    .map(|(_, source)| order.locator.path(*source)),
+            );
+            bytes += dir_bytes;
+            files -= end;
+            walk.read_ahead(next.clone(), end);
+            dir = next;
+        }
+        self.prefetch.warm_files(&paths, bytes);
     }
 
     /// The files of view directory `dir` in reading order, if the view is
@@ -556,6 +635,10 @@ mod tests {
         let half = MAX_LISTED / 2 + 1;
         for dir in ["a", "b"] {
             prefetcher.opened(1, dir, "c0");
+            assert!(
+                matches!(queue.try_recv(), Ok(Job::Entered { .. })),
+                "{dir} entered"
+            );
             prefetcher.opened(1, dir, "c1");
             assert!(
                 matches!(queue.try_recv(), Ok(Job::List { .. })),
