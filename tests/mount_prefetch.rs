@@ -80,12 +80,18 @@ fn evict(paths: &[PathBuf]) -> bool {
 
 /// Read chunk `i` through the mount, as a reader would: open, read, close.
 fn read_chunk(m: &Mount, i: usize) {
+    read_as_expected(m, &format!("arr/c/{i}"), content(i));
+}
+
+/// Read the file at `path` in the mount (open, read, close) and check
+/// that it holds `expected`.
+fn read_as_expected(m: &Mount, path: &str, expected: Vec<u8>) {
     let mut bytes = Vec::new();
-    File::open(m.path.join(format!("arr/c/{i}")))
+    File::open(m.path.join(path))
         .unwrap()
         .read_to_end(&mut bytes)
         .unwrap();
-    assert_eq!(bytes, content(i), "chunk {i}");
+    assert_eq!(bytes, expected, "{path}");
 }
 
 /// Wait until the files of chunks `ahead` are in the page cache (for at
@@ -263,12 +269,7 @@ fn reading_a_row_of_chunks_reads_the_next_rows_directory_ahead() {
     };
     let m = scratch.mount("reader", &[]);
     for col in 0..ROW / 2 {
-        let mut bytes = Vec::new();
-        File::open(m.path.join(format!("arr/c/0/{col}")))
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        assert_eq!(bytes, content(col), "chunk 0/{col}");
+        read_as_expected(&m, &format!("arr/c/0/{col}"), content(col));
     }
     // Row 0 is read ahead to its end, and the reader will go on to row
     // 1 (c/1/0 after c/0/39): its first chunks come into the cache before
@@ -305,12 +306,7 @@ fn reading_a_chunk_per_directory_in_order_reads_the_next_directories_ahead() {
     };
     let m = scratch.mount("reader", &[]);
     for t in 0..5 {
-        let mut bytes = Vec::new();
-        File::open(m.path.join(format!("series/c/{t}/0/0")))
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        assert_eq!(bytes, content(t), "chunk {t}");
+        read_as_expected(&m, &format!("series/c/{t}/0/0"), content(t));
     }
     // No directory sees a second open, but the reader walks from one
     // directory to the next (c/1/0 after c/0/0): the chunks of the

@@ -141,7 +141,13 @@ impl Subdirectories {
         if let Some(list) = self.lists.get(dir) {
             return Some(list.clone());
         }
-        let mut dirs = session.subdirectories(dir, MAX_LISTED).ok()??;
+        // A directory too large to list is kept as one without
+        // directories: nothing is read ahead after its children, and it
+        // is not listed again for each of them.
+        let mut dirs = session
+            .subdirectories(dir, MAX_LISTED)
+            .ok()?
+            .unwrap_or_default();
         dirs.sort_unstable_by(|a, b| natural_cmp(a, b));
         let list: Arc<[Box<str>]> = dirs.into_iter().map(String::into_boxed_str).collect();
         if self.names + list.len() > MAX_LISTED {
