@@ -77,7 +77,7 @@ class Sizes:
     w6_mounts: int = 8
     w6_commits: int = 50
     w7_big: tuple = ((16384, 16384), (512, 512))     # 1 GiB in 1 MiB chunks
-    # Cold reads of the 1 MiB-chunk array take 0.43-0.50 s on either side,
+    # Cold reads of the 1 MiB-chunk array take 0.42-0.55 s on either side,
     # and two pairs of them landed at 0.89 and 1.00 in two runs an hour
     # apart (README): rounds of reads in both orders, the median kept
     w7_big_read_rounds: int = 3
@@ -649,8 +649,9 @@ class Bench:
         (order A B C C B A, sync before each), and reads the first twice
         (the same order, page cache dropped before each), the 1 MiB-chunk
         array in `w7_big_read_rounds` such rounds; the median of each is
-        kept (of two, their mean). The order matters on a VM: a writer that gets memory the
-        guest never touched before pays for the host handing it out. The
+        kept (of two, their mean). The order matters on a VM: a writer
+        that gets memory the guest never touched before pays for the host
+        handing it out. The
         notes give each write's CPU time, the writer's and the daemon's:
         on a machine of few CPUs, what the daemon uses the writer lacks.
         For the 1 MiB chunks, the plain directory and Icechunk also write
