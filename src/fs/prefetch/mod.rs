@@ -74,8 +74,8 @@ const MAX_AHEAD_BYTES: u64 = 64 << 20;
 /// kernel's own readahead takes over once the program reads it.
 const MAX_FILE_AHEAD: u64 = 16 << 20;
 /// Most threads that read a window's files ahead together, one per
-/// this many bytes of it (see [`Prefetcher::warm`]): small files keep one
-/// thread busy enough, and more took the CPU their reader needed
+/// this many bytes of it (see [`Prefetcher::warm_files`]): small files
+/// keep one thread busy enough, and more took the CPU their reader needed
 /// (100,000 files of 4 KiB read back in 5.5-6.1 s with eight, 4.5-4.6 s
 /// with one).
 const WARMERS: usize = 8;
@@ -287,6 +287,22 @@ impl Prefetcher {
 
     /// Read files `start..end` of `order` into the page cache, within
     /// [`MAX_AHEAD_BYTES`]; where it stopped.
+    fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
+        let (end, bytes) = order.within_budget(start, end);
+        let paths: Vec<PathBuf> = order.paths(start..end).collect();
+        start + self.warm_files(&paths, bytes)
+    }
+
+    /// [`Prefetcher::warm`] files `start..end` of `dir`'s `order`, and
+    /// have its sequence's next window start where that stopped.
+    fn warm_window(&self, generation: u64, dir: &str, order: &DirOrder, start: usize, end: usize) {
+        let reached = self.warm(order, start, end);
+        self.warmed_to(generation, dir, end, reached);
+    }
+
+    /// Read the first [`MAX_FILE_AHEAD`] bytes of each file (`bytes` in
+    /// all) into the page cache; how many it read before the prefetcher
+    /// was stopped.
     ///
     /// Up to [`WARMERS`] threads take the files in turn. Opening a file
     /// of a large repository reads a block of its object directory from
@@ -294,18 +310,6 @@ impl Prefetcher {
     /// (behind the data reads it had asked for): 25-40 ms of every 64
     /// files of 1 MiB, so that it fell behind the reader it was to be
     /// ahead of.
-    fn warm(&self, order: &DirOrder, start: usize, end: usize) -> usize {
-        let (end, bytes) = order.within_budget(start, end);
-        let paths: Vec<PathBuf> = order.files[start..end]
-            .iter()
-            .map(|(_, source)| order.locator.path(*source))
-            .collect();
-        start + self.warm_files(&paths, bytes)
-    }
-
-    /// Read the first [`MAX_FILE_AHEAD`] bytes of each file (`bytes` in
-    /// all) into the page cache, on up to [`WARMERS`] threads; how many
-    /// it read before the prefetcher was stopped.
     fn warm_files(&self, paths: &[PathBuf], bytes: u64) -> usize {
         let next = AtomicUsize::new(0);
         let stopped_at = AtomicUsize::new(paths.len());
@@ -459,8 +463,8 @@ impl Fs {
                     if let Some((start, end)) =
                         self.prefetch.listed(generation, &dir, order.clone())
                     {
-                        let reached = self.prefetch.warm(&order, start, end);
-                        self.prefetch.warmed_to(generation, &dir, end, reached);
+                        self.prefetch
+                            .warm_window(generation, &dir, &order, start, end);
                     }
                     // A directory short enough to be read ahead whole at once.
                     if let Some(files) = self.prefetch.hand_on(generation, &dir) {
@@ -473,10 +477,9 @@ impl Fs {
                     order,
                     start,
                     end,
-                } => {
-                    let reached = self.prefetch.warm(&order, start, end);
-                    self.prefetch.warmed_to(generation, &dir, end, reached);
-                }
+                } => self
+                    .prefetch
+                    .warm_window(generation, &dir, &order, start, end),
                 Job::Next {
                     generation,
                     dir,
@@ -498,14 +501,9 @@ impl Fs {
         generation: u64,
         dir: &str,
     ) {
-        let next_dir = |subdirectories: &mut Subdirectories, dir: &str| {
-            let session = self.session_read();
-            if session.generation() != generation {
-                return None;
-            }
-            subdirectories.next_dir(&session, dir, LEVELS_UP)
-        };
-        let step = walk.entered(generation, dir, |at| next_dir(subdirectories, at));
+        let step = walk.entered(generation, dir, |at| {
+            self.next_dir(subdirectories, generation, at)
+        });
         let Step::ReadAhead { after, mut files } = step else {
             return;
         };
@@ -513,7 +511,7 @@ impl Fs {
         let mut bytes = 0;
         let mut dir = after;
         while files > 0 && bytes < MAX_AHEAD_BYTES {
-            let Some(next) = next_dir(subdirectories, &dir) else {
+            let Some(next) = self.next_dir(subdirectories, generation, &dir) else {
                 break;
             };
             let Some(order) = self.order_of(generation, &next) else {
@@ -524,11 +522,7 @@ impl Fs {
                 break;
             }
             let (end, dir_bytes) = order.within_budget(0, order.files.len().min(files));
-            paths.extend(
-                order.files[..end]
-                    .iter()
-                    .map(|(_, source)| order.locator.path(*source)),
-            );
+            paths.extend(order.paths(0..end));
             bytes += dir_bytes;
             files -= end;
             walk.read_ahead(next.clone(), end);
@@ -564,14 +558,7 @@ impl Fs {
         dir: &str,
         files: usize,
     ) {
-        let next = {
-            let session = self.session_read();
-            if session.generation() != generation {
-                return;
-            }
-            subdirectories.next_dir(&session, dir, LEVELS_UP)
-        };
-        let Some(next) = next else {
+        let Some(next) = self.next_dir(subdirectories, generation, dir) else {
             return;
         };
         let Some(order) = self.order_of(generation, &next) else {
@@ -581,9 +568,25 @@ impl Fs {
             .prefetch
             .primed(generation, &next, order.clone(), files)
         {
-            let reached = self.prefetch.warm(&order, start, end);
-            self.prefetch.warmed_to(generation, &next, end, reached);
+            self.prefetch
+                .warm_window(generation, &next, &order, start, end);
         }
+    }
+
+    /// The directory a reader goes to after `dir`
+    /// ([`Subdirectories::next_dir`]), if the view is still that of
+    /// `generation`.
+    fn next_dir(
+        &self,
+        subdirectories: &mut Subdirectories,
+        generation: u64,
+        dir: &str,
+    ) -> Option<String> {
+        let session = self.session_read();
+        if session.generation() != generation {
+            return None;
+        }
+        subdirectories.next_dir(&session, dir, LEVELS_UP)
     }
 }
 

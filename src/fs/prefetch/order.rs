@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{MAX_AHEAD_BYTES, MAX_FILE_AHEAD, MAX_LISTED};
@@ -27,6 +28,16 @@ impl DirOrder {
                 .collect(),
             locator,
         }
+    }
+
+    /// Where the bytes of files `range` are on local disk.
+    pub(super) fn paths(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = PathBuf> + '_ {
+        self.files[range]
+            .iter()
+            .map(|(_, source)| self.locator.path(*source))
     }
 
     pub(super) fn position(&self, name: &str) -> Option<usize> {

@@ -21,9 +21,6 @@ pub(super) struct Walk {
     generation: u64,
     /// The furthest directory the reader entered, if it walks.
     at: Option<String>,
-    /// Whether the directory before `at` came right before it: a walk,
-    /// not one directory entered after another at random.
-    walking: bool,
     /// Directories read ahead that the reader has not entered, nearest
     /// first, with how many files of each were read.
     ahead: VecDeque<(String, usize)>,
@@ -94,10 +91,11 @@ impl Walk {
             if let Some(at) = self.at.take() {
                 self.pass(at);
             }
-            self.walking = true;
         }
+        // Here `dir` followed the directory before it, or was read ahead:
+        // a walk.
         self.at = Some(dir.to_owned());
-        if !self.walking || (self.window > 0 && self.ahead_files * 2 >= self.window) {
+        if self.window > 0 && self.ahead_files * 2 >= self.window {
             return Step::Stay;
         }
         self.window = if self.window == 0 {
@@ -194,7 +192,7 @@ mod tests {
         assert_eq!(walk.at.as_deref(), Some("t3"));
         // Somewhere else: a new walk, which needs a second directory.
         assert!(enter(&mut walk, "t500").is_empty());
-        assert!(!walk.walking);
+        assert_eq!(walk.window, 0, "a new walk: nothing read ahead yet");
         assert_eq!(enter(&mut walk, "t501"), names(502..502 + FIRST_WINDOW));
     }
 
