@@ -1,0 +1,600 @@
+//! The mount checked against a simple model of a directory tree, as
+//! mountpoint-s3 checks its filesystem: random sequences of file
+//! operations (writes, appends, writes in place, truncates, mkdir, rmdir,
+//! unlink, rename) go to a real mount and to an in-memory map of paths,
+//! mixed with commits, discards and remounts. After each step the mount
+//! must answer as the model does (the same success or the same errno, the
+//! errno Linux gives on a local filesystem) and show the same tree, file
+//! for file and byte for byte; at the end, what was committed must be what
+//! a fresh session of the branch shows.
+
+mod mount_util;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use mount_util::{Mount, Scratch};
+use proptest::prelude::*;
+
+/// Names at each level: paths are 1 to 3 of these joined by `/`, few
+/// enough that operations keep meeting each other's files and
+/// directories.
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// The paths of one depth: `a`, `a/b`, `a/b/c`...
+fn paths_of_depth(depth: usize) -> Vec<String> {
+    (1..depth).fold(NAMES.map(String::from).to_vec(), |paths, _| {
+        paths
+            .iter()
+            .flat_map(|p| NAMES.map(|n| format!("{p}/{n}")))
+            .collect()
+    })
+}
+
+/// A path, shallow ones more often than their numbers would have it, so
+/// that directories get made and filled rather than missed.
+fn path() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        3 => prop::sample::select(paths_of_depth(1)),
+        3 => prop::sample::select(paths_of_depth(2)),
+        1 => prop::sample::select(paths_of_depth(3)),
+    ]
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Node {
+    File(Vec<u8>),
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// open(O_CREAT | O_TRUNC) and write.
+    Write(String, Vec<u8>),
+    /// open(O_APPEND), without O_CREAT, and write.
+    Append(String, Vec<u8>),
+    /// pwrite at an offset, possibly beyond the end.
+    WriteAt(String, u64, Vec<u8>),
+    Truncate(String, u64),
+    Mkdir(String),
+    Rmdir(String),
+    Unlink(String),
+    Rename(String, String),
+    /// Open an existing file for reading and writing into a slot (closing
+    /// what the slot held), and keep it open across the steps that follow.
+    Open(usize, String),
+    /// pwrite through a slot's file, if it holds one.
+    HandleWrite(usize, u64, Vec<u8>),
+    /// Read a slot's file whole, if it holds one.
+    HandleRead(usize),
+    Close(usize),
+    Commit,
+    Discard,
+    Remount,
+    /// Long enough for closed files to be sealed (stored as objects)
+    /// before the next step, on a mount with a short seal delay.
+    Pause,
+    /// Check out the commit made this many commits ago (if the session
+    /// has no changes), read it, and go back to the tip.
+    Peek(usize),
+}
+
+/// Bytes for a write: mostly a few, now and then more than the 256 KiB
+/// from which the daemon treats a file as large (it seals those later).
+fn bytes() -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![
+        12 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => (any::<u8>(), 256usize..320).prop_map(|(seed, kib)| {
+            (0..kib << 10).map(|i| (i / 4093) as u8 ^ seed).collect()
+        }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let path = path();
+    let bytes = bytes();
+    prop_oneof![
+        6 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Write(p, b)),
+        2 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Append(p, b)),
+        2 => (path.clone(), 0..80u64, bytes.clone()).prop_map(|(p, o, b)| Op::WriteAt(p, o, b)),
+        2 => (path.clone(), 0..80u64).prop_map(|(p, n)| Op::Truncate(p, n)),
+        4 => path.clone().prop_map(Op::Mkdir),
+        2 => path.clone().prop_map(Op::Rmdir),
+        3 => path.clone().prop_map(Op::Unlink),
+        4 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        2 => (0..HANDLES, path).prop_map(|(h, p)| Op::Open(h, p)),
+        2 => (0..HANDLES, 0..80u64, bytes.clone()).prop_map(|(h, o, b)| Op::HandleWrite(h, o, b)),
+        1 => (0..HANDLES).prop_map(Op::HandleRead),
+        1 => (0..HANDLES).prop_map(Op::Close),
+        2 => Just(Op::Commit),
+        1 => Just(Op::Discard),
+        1 => Just(Op::Remount),
+        1 => Just(Op::Pause),
+        1 => (0..4usize).prop_map(Op::Peek),
+    ]
+}
+
+/// A tree as a program sees it: every file (with its bytes) and
+/// directory by path, the root implied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Tree(BTreeMap<String, Node>);
+
+/// How many files a case may hold open at once.
+const HANDLES: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// A file by its identity (an inode).
+    File(u64),
+    Dir,
+}
+
+/// The model: paths naming files and directories, and files by identity,
+/// as on a local filesystem: a file keeps its identity when renamed or
+/// truncated, and a file held open keeps its bytes after it is unlinked
+/// or replaced.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    entries: BTreeMap<String, Entry>,
+    contents: BTreeMap<u64, Vec<u8>>,
+    files_made: u64,
+    handles: [Option<u64>; HANDLES],
+}
+
+fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+fn write_at(file: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    if bytes.is_empty() {
+        // Writing nothing does not extend a file, whatever the offset.
+        return;
+    }
+    let end = offset as usize + bytes.len();
+    if file.len() < end {
+        file.resize(end, 0);
+    }
+    file[offset as usize..end].copy_from_slice(bytes);
+}
+
+impl Model {
+    /// The model of a committed tree, no file open.
+    fn from_tree(tree: &Tree) -> Model {
+        let mut model = Model::default();
+        for (path, node) in &tree.0 {
+            let entry = match node {
+                Node::Dir => Entry::Dir,
+                Node::File(bytes) => {
+                    model.files_made += 1;
+                    model.contents.insert(model.files_made, bytes.clone());
+                    Entry::File(model.files_made)
+                }
+            };
+            model.entries.insert(path.clone(), entry);
+        }
+        model
+    }
+
+    fn tree(&self) -> Tree {
+        Tree(
+            self.entries
+                .iter()
+                .map(|(path, entry)| {
+                    let node = match entry {
+                        Entry::File(id) => Node::File(self.contents[id].clone()),
+                        Entry::Dir => Node::Dir,
+                    };
+                    (path.clone(), node)
+                })
+                .collect(),
+        )
+    }
+
+    /// What resolving `path`'s parent directories gives: ENOENT for a
+    /// missing one, ENOTDIR for a file on the way.
+    fn check_parents(&self, path: &str) -> Result<(), i32> {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            let dir = &path[..at + slash];
+            match self.entries.get(dir) {
+                None => return Err(libc::ENOENT),
+                Some(Entry::File(_)) => return Err(libc::ENOTDIR),
+                Some(Entry::Dir) => {}
+            }
+            at += slash + 1;
+        }
+        Ok(())
+    }
+
+    /// The existing entry at `path`, its parents checked.
+    fn existing(&self, path: &str) -> Result<Entry, i32> {
+        self.check_parents(path)?;
+        self.entries.get(path).copied().ok_or(libc::ENOENT)
+    }
+
+    fn has_children(&self, dir: &str) -> bool {
+        self.entries.keys().any(|p| is_below(p, dir))
+    }
+
+    /// The identity of the existing file at `path`.
+    fn file(&self, path: &str) -> Result<u64, i32> {
+        match self.existing(path)? {
+            Entry::Dir => Err(libc::EISDIR),
+            Entry::File(id) => Ok(id),
+        }
+    }
+
+    fn bytes(&mut self, path: &str) -> Result<&mut Vec<u8>, i32> {
+        let id = self.file(path)?;
+        Ok(self.contents.get_mut(&id).unwrap())
+    }
+
+    /// Apply `op` as Linux does on a local filesystem: the bytes a read
+    /// returns, or the errno.
+    fn apply(&mut self, op: &Op) -> Result<Option<Vec<u8>>, i32> {
+        match op {
+            Op::Write(path, bytes) => {
+                self.check_parents(path)?;
+                match self.entries.get(path) {
+                    Some(Entry::Dir) => return Err(libc::EISDIR),
+                    Some(Entry::File(id)) => *self.contents.get_mut(id).unwrap() = bytes.clone(),
+                    None => {
+                        self.files_made += 1;
+                        self.contents.insert(self.files_made, bytes.clone());
+                        self.entries
+                            .insert(path.clone(), Entry::File(self.files_made));
+                    }
+                }
+            }
+            Op::Append(path, bytes) => self.bytes(path)?.extend_from_slice(bytes),
+            Op::WriteAt(path, offset, bytes) => write_at(self.bytes(path)?, *offset, bytes),
+            Op::Truncate(path, len) => self.bytes(path)?.resize(*len as usize, 0),
+            Op::Mkdir(path) => {
+                self.check_parents(path)?;
+                if self.entries.contains_key(path) {
+                    return Err(libc::EEXIST);
+                }
+                self.entries.insert(path.clone(), Entry::Dir);
+            }
+            Op::Rmdir(path) => match self.existing(path)? {
+                Entry::File(_) => return Err(libc::ENOTDIR),
+                Entry::Dir if self.has_children(path) => return Err(libc::ENOTEMPTY),
+                Entry::Dir => {
+                    self.entries.remove(path);
+                }
+            },
+            Op::Unlink(path) => {
+                self.file(path)?;
+                self.entries.remove(path);
+            }
+            Op::Rename(from, to) => self.rename(from, to)?,
+            Op::Open(slot, path) => {
+                self.handles[*slot] = None;
+                self.handles[*slot] = Some(self.file(path)?);
+            }
+            Op::HandleWrite(slot, offset, bytes) => {
+                if let Some(id) = self.handles[*slot] {
+                    write_at(self.contents.get_mut(&id).unwrap(), *offset, bytes);
+                }
+            }
+            Op::HandleRead(slot) => {
+                return Ok(self.handles[*slot].map(|id| self.contents[&id].clone()));
+            }
+            Op::Close(slot) => self.handles[*slot] = None,
+            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) => {}
+        }
+        Ok(None)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        // Both parents are resolved before either name is looked up.
+        self.check_parents(from)?;
+        self.check_parents(to)?;
+        let source = *self.entries.get(from).ok_or(libc::ENOENT)?;
+        if from == to {
+            return Ok(());
+        }
+        if is_below(to, from) {
+            return Err(libc::EINVAL);
+        }
+        if is_below(from, to) {
+            // The target is an ancestor of the source: not empty.
+            return Err(libc::ENOTEMPTY);
+        }
+        match (source, self.entries.get(to)) {
+            (Entry::File(_), Some(Entry::Dir)) => return Err(libc::EISDIR),
+            (Entry::Dir, Some(Entry::File(_))) => return Err(libc::ENOTDIR),
+            (Entry::Dir, Some(Entry::Dir)) if self.has_children(to) => {
+                return Err(libc::ENOTEMPTY);
+            }
+            _ => {}
+        }
+        let moved: Vec<(String, Entry)> = self
+            .entries
+            .iter()
+            .filter(|(p, _)| p.as_str() == from || is_below(p, from))
+            .map(|(p, e)| (format!("{to}{}", &p[from.len()..]), *e))
+            .collect();
+        self.entries.retain(|p, _| p != from && !is_below(p, from));
+        self.entries.remove(to);
+        self.entries.extend(moved);
+        Ok(())
+    }
+}
+
+/// The same operations on real files: a mount, or a plain directory for
+/// the model's own test.
+struct Files {
+    root: PathBuf,
+    handles: [Option<fs::File>; HANDLES],
+}
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error()
+        .unwrap_or_else(|| panic!("an error without an errno: {e}"))
+}
+
+impl Files {
+    fn new(root: &Path) -> Files {
+        Files {
+            root: root.to_owned(),
+            handles: Default::default(),
+        }
+    }
+
+    /// Apply `op`: the bytes a read returned, or the errno it failed with.
+    fn apply(&mut self, op: &Op) -> Result<Option<Vec<u8>>, i32> {
+        let at = |p: &str| self.root.join(p);
+        match op {
+            Op::Write(path, bytes) => fs::write(at(path), bytes).map_err(errno)?,
+            Op::Append(path, bytes) => OpenOptions::new()
+                .append(true)
+                .open(at(path))
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(errno)?,
+            Op::WriteAt(path, offset, bytes) => OpenOptions::new()
+                .write(true)
+                .open(at(path))
+                .and_then(|f| f.write_all_at(bytes, *offset))
+                .map_err(errno)?,
+            Op::Truncate(path, len) => {
+                let c = CString::new(at(path).into_os_string().into_encoded_bytes()).unwrap();
+                // SAFETY: a valid C string.
+                if unsafe { libc::truncate(c.as_ptr(), *len as libc::off_t) } != 0 {
+                    return Err(errno(std::io::Error::last_os_error()));
+                }
+            }
+            Op::Mkdir(path) => fs::create_dir(at(path)).map_err(errno)?,
+            Op::Rmdir(path) => fs::remove_dir(at(path)).map_err(errno)?,
+            Op::Unlink(path) => fs::remove_file(at(path)).map_err(errno)?,
+            Op::Rename(from, to) => fs::rename(at(from), at(to)).map_err(errno)?,
+            Op::Open(slot, path) => {
+                self.handles[*slot] = None;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(at(path))
+                    .map_err(errno)?;
+                self.handles[*slot] = Some(file);
+            }
+            Op::HandleWrite(slot, offset, bytes) => {
+                if let Some(file) = &self.handles[*slot] {
+                    file.write_all_at(bytes, *offset).map_err(errno)?;
+                }
+            }
+            Op::HandleRead(slot) => {
+                let Some(file) = &self.handles[*slot] else {
+                    return Ok(None);
+                };
+                let mut bytes = Vec::new();
+                let mut buf = [0; 256];
+                loop {
+                    match file.read_at(&mut buf, bytes.len() as u64).map_err(errno)? {
+                        0 => return Ok(Some(bytes)),
+                        n => bytes.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+            Op::Close(slot) => self.handles[*slot] = None,
+            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) => {
+                unreachable!("not file operations")
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The tree the mount shows (the control directory is not listed).
+fn read_tree(root: &Path) -> Tree {
+    fn walk(dir: &Path, prefix: &str, tree: &mut Tree) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                tree.0.insert(path.clone(), Node::Dir);
+                walk(&entry.path(), &path, tree);
+            } else {
+                let bytes = fs::read(entry.path()).unwrap();
+                assert_eq!(
+                    entry.metadata().unwrap().len(),
+                    bytes.len() as u64,
+                    "{path}: stat's size is not what a read returns"
+                );
+                tree.0.insert(path, Node::File(bytes));
+            }
+        }
+    }
+    let mut tree = Tree::default();
+    walk(root, "", &mut tree);
+    tree
+}
+
+/// Pause's length: many times the seal delay of the mounts that seal.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// A control file's content.
+fn control_read(mount: &Mount, file: &str) -> String {
+    mount.read(&format!(".zarrfs/{file}")).trim().to_owned()
+}
+
+/// Write a control file's line; whether the write succeeded.
+fn control(mount: &Mount, file: &str, line: &str) -> Result<(), std::io::Error> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(mount.path.join(".zarrfs").join(file))?;
+    f.write_all(line.as_bytes())
+}
+
+fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
+    let scratch = Scratch::new();
+    let mountpoint = scratch.mountpoint("m");
+    let args = ["--seal-delay", seal_delay];
+    let mut mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
+    let mut files = Files::new(&mountpoint);
+    let mut model = Model::default();
+    let mut committed = Tree::default();
+    // Each commit with its tree, the first the one `init` made.
+    let mut history = vec![(
+        control_read(mount.as_ref().unwrap(), "checkout"),
+        Tree::default(),
+    )];
+    for (step, op) in ops.iter().enumerate() {
+        let m = mount.as_ref().unwrap();
+        if matches!(op, Op::Discard | Op::Remount | Op::Peek(_)) {
+            // What a file open across these would see is no local
+            // filesystem's business: close them first.
+            files.handles = Default::default();
+            model.handles = Default::default();
+        }
+        match op {
+            Op::Commit => {
+                let outcome = control(m, "commit", &format!("step {step}\n"));
+                // Nothing to commit fails the write; anything else lands.
+                let tree = model.tree();
+                prop_assert_eq!(
+                    outcome.is_ok(),
+                    tree != committed,
+                    "step {}: commit {:?} with the tree {:?} against the committed {:?}",
+                    step,
+                    outcome,
+                    tree,
+                    committed
+                );
+                if outcome.is_ok() {
+                    committed = tree;
+                    history.push((control_read(m, "commit"), committed.clone()));
+                }
+            }
+            Op::Discard => {
+                control(m, "discard", "yes\n")
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: discard: {e}")))?;
+                model = Model::from_tree(&committed);
+            }
+            Op::Remount => {
+                mount.take().unwrap().unmount();
+                mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
+            }
+            Op::Pause => std::thread::sleep(PAUSE),
+            Op::Peek(back) => {
+                let (id, tree) = &history[history.len().saturating_sub(1 + back)];
+                let outcome = control(m, "checkout", &format!("{id}\n"));
+                // Refused while the session has changes (EBUSY).
+                if model.tree() != committed {
+                    prop_assert_eq!(
+                        outcome.map_err(errno),
+                        Err(libc::EBUSY),
+                        "step {}: checkout with changes",
+                        step
+                    );
+                } else {
+                    outcome.map_err(|e| {
+                        TestCaseError::fail(format!("step {step}: checkout {id}: {e}"))
+                    })?;
+                    prop_assert_eq!(
+                        &read_tree(&m.path),
+                        tree,
+                        "step {}: the tree of {}",
+                        step,
+                        id
+                    );
+                    control(m, "checkout", "main\n").map_err(|e| {
+                        TestCaseError::fail(format!("step {step}: back to the tip: {e}"))
+                    })?;
+                }
+            }
+            _ => {
+                let expected = model.apply(op);
+                let got = files.apply(op);
+                prop_assert_eq!(got, expected, "step {}: {:?}", step, op);
+            }
+        }
+        let shown = read_tree(&mountpoint);
+        prop_assert_eq!(
+            &shown,
+            &model.tree(),
+            "step {}: the tree after {:?}",
+            step,
+            op
+        );
+    }
+    // What was committed is what a fresh session of the branch shows.
+    files.handles = Default::default();
+    let m = mount.take().unwrap();
+    let tree = model.tree();
+    if tree != committed {
+        control(&m, "commit", "last\n")
+            .map_err(|e| TestCaseError::fail(format!("the last commit: {e}")))?;
+    }
+    m.unmount();
+    let fresh = scratch.mount("fresh", &["--new-session"]);
+    prop_assert_eq!(&read_tree(&fresh.path), &tree, "a new session's tree");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Each case mounts for real (and remounts): 32 cases of up to 40
+        // steps take about 10 s. PROPTEST_CASES=N hunts longer.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+        max_shrink_iters: 200,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_mount_behaves_like_a_local_directory(
+        // Files are stored as objects ahead of the commit after the seal
+        // delay: at once, never, or (with pauses) between steps.
+        seal_delay in prop::sample::select(vec!["off", "0ms", "1ms"]),
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        run(seal_delay, &ops)?;
+    }
+}
+
+proptest! {
+    // The model's rules checked against the machine's own filesystem
+    // (a temporary directory), so that the errno it predicts are Linux's.
+    #[test]
+    fn the_model_follows_linux(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::new(dir.path());
+        let mut model = Model::default();
+        for op in ops.iter().filter(|op| {
+            !matches!(op, Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_))
+        }) {
+            let expected = model.apply(op);
+            prop_assert_eq!(files.apply(op), expected, "{:?}", op);
+            prop_assert_eq!(&read_tree(dir.path()), &model.tree(), "after {:?}", op);
+        }
+    }
+}
