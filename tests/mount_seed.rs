@@ -360,6 +360,34 @@ fn unmount_keeps_changes_and_a_session_is_served_once() {
 }
 
 #[test]
+fn a_session_that_changes_nothing_is_not_resumed() {
+    // A committed file opened for writing and closed unchanged, and one
+    // written again with its own bytes, are in the journal but change
+    // nothing: status says so, a commit has nothing to commit, and the
+    // next mount there starts at the tip of the branch (showing what
+    // another mount committed meanwhile) instead of resuming the old base.
+    let scratch = Scratch::new();
+    let a = scratch.mount("a", &[]);
+    let mountpoint = a.path.clone();
+    a.ok("echo one > f && echo two > g && echo first > .zarrfs/commit");
+    let other = scratch.mount("other", &[]);
+    other.ok("echo theirs > t && echo theirs > .zarrfs/commit");
+    a.ok("exec 3<>f; exec 3>&-; echo two > g");
+    assert!(a.changed().is_empty(), "{}", a.read(".zarrfs/status"));
+    let session = a.session();
+    a.unmount();
+
+    let a = Mount::new(&scratch.repo, &mountpoint, &[]);
+    assert_ne!(
+        a.session(),
+        session,
+        "a session without changes is not resumed"
+    );
+    assert_eq!(a.read("t"), "theirs\n");
+    assert_eq!(a.read("f"), "one\n");
+}
+
+#[test]
 fn four_mounts_commit_different_chunks_at_once() {
     let scratch = Scratch::new();
     let mounts: Vec<Mount> = (0..4)

@@ -8,12 +8,18 @@ use super::{Result, Session};
 
 impl Session {
     /// Stop serving the session: make its journal durable and release
-    /// it. A session with nothing in its journal is removed as well, so
-    /// that mounts that changed nothing leave no trace; one with changes
-    /// stays to be resumed. Returns whether it was removed.
+    /// it. A session that changes nothing is removed as well, so that
+    /// mounts that changed nothing leave no trace and the next mount there
+    /// starts at the tip of the branch; one with changes stays to be
+    /// resumed. "Nothing" is what status and commit say: a journal whose
+    /// files hold their base's bytes (a file opened for writing and left
+    /// as it was, bytes written again) changes nothing. Returns whether
+    /// it was removed.
     pub fn close(mut self) -> Result<bool> {
         self.journal.flush()?;
-        let empty = self.journal.is_empty();
+        // Should the comparison fail, the session stays: resuming it
+        // loses nothing.
+        let empty = self.journal.is_empty() || matches!(self.has_changes(), Ok(false));
         let dir = self.dir.clone();
         drop(self);
         if empty {
