@@ -1,12 +1,14 @@
 //! The mount checked against a simple model of a directory tree, as
 //! mountpoint-s3 checks its filesystem: random sequences of file
 //! operations (writes, appends, writes in place, truncates, mkdir, rmdir,
-//! unlink, rename) go to a real mount and to an in-memory map of paths,
-//! mixed with commits, discards and remounts. After each step the mount
-//! must answer as the model does (the same success or the same errno, the
-//! errno Linux gives on a local filesystem) and show the same tree, file
-//! for file and byte for byte; at the end, what was committed must be what
-//! a fresh session of the branch shows.
+//! unlink, rename, files held open across steps) go to a real mount and
+//! to an in-memory model, mixed with commits, discards, remounts,
+//! checkouts of earlier commits, and commits of another mount of the
+//! branch (which this one's commits rebase over). After each step the
+//! mount must answer as the model does (the same success or the same
+//! errno, the errno Linux gives on a local filesystem) and show the same
+//! tree, file for file and byte for byte; at the end, what was committed
+//! must be what a fresh session of the branch shows.
 
 mod mount_util;
 
@@ -81,6 +83,20 @@ enum Op {
     /// Check out the commit made this many commits ago (if the session
     /// has no changes), read it, and go back to the tip.
     Peek(usize),
+    /// Another mount of the branch writes `z/<name>` and commits: this
+    /// mount's commits rebase over it (no path of theirs is under `z`),
+    /// and its view shows it from its next commit or checkout on.
+    OtherCommit(&'static str, Vec<u8>),
+}
+
+impl Op {
+    /// Acts on the session or the repository rather than on files.
+    fn is_session_action(&self) -> bool {
+        matches!(
+            self,
+            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) | Op::OtherCommit(..)
+        )
+    }
 }
 
 /// Bytes for a write: mostly a few, now and then more than the 256 KiB
@@ -115,6 +131,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Remount),
         1 => Just(Op::Pause),
         1 => (0..4usize).prop_map(Op::Peek),
+        1 => (prop::sample::select(&["p", "q"][..]), prop::collection::vec(any::<u8>(), 0..4))
+            .prop_map(|(name, b)| Op::OtherCommit(name, b)),
     ]
 }
 
@@ -122,6 +140,15 @@ fn op() -> impl Strategy<Value = Op> {
 /// directory by path, the root implied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Tree(BTreeMap<String, Node>);
+
+impl Tree {
+    /// This tree and `other`, whose paths are not this one's.
+    fn joined(&self, other: &Tree) -> Tree {
+        let mut joined = self.clone();
+        joined.0.extend(other.0.clone());
+        joined
+    }
+}
 
 /// How many files a case may hold open at once.
 const HANDLES: usize = 2;
@@ -285,7 +312,7 @@ impl Model {
                 return Ok(self.handles[*slot].map(|id| self.contents[&id].clone()));
             }
             Op::Close(slot) => self.handles[*slot] = None,
-            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) => {}
+            _ => assert!(op.is_session_action()),
         }
         Ok(None)
     }
@@ -400,9 +427,7 @@ impl Files {
                 }
             }
             Op::Close(slot) => self.handles[*slot] = None,
-            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) => {
-                unreachable!("not file operations")
-            }
+            _ => unreachable!("{op:?} is not a file operation"),
         }
         Ok(None)
     }
@@ -463,6 +488,11 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut files = Files::new(&mountpoint);
     let mut model = Model::default();
     let mut committed = Tree::default();
+    // Under `z`: what the other mount committed, and what this mount's
+    // view shows of it (as of its session's base).
+    let mut other: Option<Mount> = None;
+    let mut theirs = Tree::default();
+    let mut seen = Tree::default();
     // Each commit with its tree, the first the one `init` made.
     let mut history = vec![(
         control_read(mount.as_ref().unwrap(), "checkout"),
@@ -492,7 +522,8 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 );
                 if outcome.is_ok() {
                     committed = tree;
-                    history.push((control_read(m, "commit"), committed.clone()));
+                    seen = theirs.clone();
+                    history.push((control_read(m, "commit"), committed.joined(&seen)));
                 }
             }
             Op::Discard => {
@@ -503,6 +534,11 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Remount => {
                 mount.take().unwrap().unmount();
                 mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
+                // A session without changes is not resumed: the new one
+                // starts at the tip of the branch.
+                if model.tree() == committed {
+                    seen = theirs.clone();
+                }
             }
             Op::Pause => std::thread::sleep(PAUSE),
             Op::Peek(back) => {
@@ -530,7 +566,25 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     control(m, "checkout", "main\n").map_err(|e| {
                         TestCaseError::fail(format!("step {step}: back to the tip: {e}"))
                     })?;
+                    seen = theirs.clone();
                 }
+            }
+            Op::OtherCommit(name, bytes) => {
+                let b = other.get_or_insert_with(|| scratch.mount("other", &[]));
+                let path = format!("z/{name}");
+                fs::create_dir_all(b.path.join("z")).unwrap();
+                fs::write(b.path.join(&path), bytes).unwrap();
+                let outcome = control(b, "commit", &format!("theirs, step {step}\n"));
+                let file = Node::File(bytes.clone());
+                prop_assert_eq!(
+                    outcome.is_ok(),
+                    theirs.0.get(&path) != Some(&file),
+                    "step {}: the other mount's commit {:?}",
+                    step,
+                    outcome
+                );
+                theirs.0.insert("z".to_owned(), Node::Dir);
+                theirs.0.insert(path, file);
             }
             _ => {
                 let expected = model.apply(op);
@@ -541,7 +595,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         let shown = read_tree(&mountpoint);
         prop_assert_eq!(
             &shown,
-            &model.tree(),
+            &model.tree().joined(&seen),
             "step {}: the tree after {:?}",
             step,
             op
@@ -557,7 +611,11 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     }
     m.unmount();
     let fresh = scratch.mount("fresh", &["--new-session"]);
-    prop_assert_eq!(&read_tree(&fresh.path), &tree, "a new session's tree");
+    prop_assert_eq!(
+        &read_tree(&fresh.path),
+        &tree.joined(&theirs),
+        "a new session's tree"
+    );
     Ok(())
 }
 
@@ -590,7 +648,7 @@ proptest! {
         let mut files = Files::new(dir.path());
         let mut model = Model::default();
         for op in ops.iter().filter(|op| {
-            !matches!(op, Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_))
+            !op.is_session_action()
         }) {
             let expected = model.apply(op);
             prop_assert_eq!(files.apply(op), expected, "{:?}", op);
