@@ -2,9 +2,10 @@
 //! mountpoint-s3 checks its filesystem: random sequences of file
 //! operations (writes, appends, writes in place, truncates, mkdir, rmdir,
 //! unlink, rename, files held open across steps) go to a real mount and
-//! to an in-memory model, mixed with commits, discards, remounts,
-//! checkouts of earlier commits, and commits of another mount of the
-//! branch (which this one's commits rebase over). After each step the
+//! to an in-memory model, mixed with commits, discards, remounts, kills
+//! of the daemon after an fsync, checkouts of earlier commits, and
+//! commits of another mount of the branch (which this one's commits
+//! rebase over). After each step the
 //! mount must answer as the model does (the same success or the same
 //! errno, the errno Linux gives on a local filesystem) and show the same
 //! tree, file for file and byte for byte; at the end, what was committed
@@ -77,6 +78,10 @@ enum Op {
     Commit,
     Discard,
     Remount,
+    /// fsync the mount's root (which makes the session's journal
+    /// durable), then kill the daemon with SIGKILL and mount again: a
+    /// session with changes resumes with all of them.
+    Crash,
     /// Long enough for closed files to be sealed (stored as objects)
     /// before the next step, on a mount with a short seal delay.
     Pause,
@@ -94,7 +99,13 @@ impl Op {
     fn is_session_action(&self) -> bool {
         matches!(
             self,
-            Op::Commit | Op::Discard | Op::Remount | Op::Pause | Op::Peek(_) | Op::OtherCommit(..)
+            Op::Commit
+                | Op::Discard
+                | Op::Remount
+                | Op::Crash
+                | Op::Pause
+                | Op::Peek(_)
+                | Op::OtherCommit(..)
         )
     }
 }
@@ -129,6 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Commit),
         1 => Just(Op::Discard),
         1 => Just(Op::Remount),
+        1 => Just(Op::Crash),
         1 => Just(Op::Pause),
         1 => (0..4usize).prop_map(Op::Peek),
         1 => (prop::sample::select(&["p", "q"][..]), prop::collection::vec(any::<u8>(), 0..4))
@@ -500,7 +512,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     )];
     for (step, op) in ops.iter().enumerate() {
         let m = mount.as_ref().unwrap();
-        if matches!(op, Op::Discard | Op::Remount | Op::Peek(_)) {
+        if matches!(op, Op::Discard | Op::Remount | Op::Crash | Op::Peek(_)) {
             // What a file open across these would see is no local
             // filesystem's business: close them first.
             files.handles = Default::default();
@@ -531,7 +543,17 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(format!("step {step}: discard: {e}")))?;
                 model = Model::from_tree(&committed);
             }
-            Op::Remount => {
+            Op::Crash if model.tree() != committed => {
+                fs::File::open(&mountpoint)
+                    .and_then(|root| root.sync_all())
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: fsync: {e}")))?;
+                mount.take().unwrap().crash();
+                mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
+            }
+            // Without changes, which session a mount after a crash takes
+            // depends on what the journal held (an entry that changes
+            // nothing is resumed): unmount cleanly instead.
+            Op::Crash | Op::Remount => {
                 mount.take().unwrap().unmount();
                 mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
                 // A session without changes is not resumed: the new one
