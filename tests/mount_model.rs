@@ -54,7 +54,7 @@ enum Node {
     Dir,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
     /// open(O_CREAT | O_TRUNC) and write.
     Write(String, Vec<u8>),
@@ -80,7 +80,8 @@ enum Op {
     Remount,
     /// fsync the mount's root (which makes the session's journal
     /// durable), then kill the daemon with SIGKILL and mount again: a
-    /// session with changes resumes with all of them.
+    /// session with changes resumes with all of them, one without starts
+    /// afresh at the tip.
     Crash,
     /// Long enough for closed files to be sealed (stored as objects)
     /// before the next step, on a mount with a short seal delay.
@@ -543,18 +544,15 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(format!("step {step}: discard: {e}")))?;
                 model = Model::from_tree(&committed);
             }
-            Op::Crash if model.tree() != committed => {
-                fs::File::open(&mountpoint)
-                    .and_then(|root| root.sync_all())
-                    .map_err(|e| TestCaseError::fail(format!("step {step}: fsync: {e}")))?;
-                mount.take().unwrap().crash();
-                mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
-            }
-            // Without changes, which session a mount after a crash takes
-            // depends on what the journal held (an entry that changes
-            // nothing is resumed): unmount cleanly instead.
             Op::Crash | Op::Remount => {
-                mount.take().unwrap().unmount();
+                if *op == Op::Crash {
+                    fs::File::open(&mountpoint)
+                        .and_then(|root| root.sync_all())
+                        .map_err(|e| TestCaseError::fail(format!("step {step}: fsync: {e}")))?;
+                    mount.take().unwrap().crash();
+                } else {
+                    mount.take().unwrap().unmount();
+                }
                 mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
                 // A session without changes is not resumed: the new one
                 // starts at the tip of the branch.
