@@ -374,18 +374,8 @@ fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<S
     if !args.new_session
         && let Some(id) = Session::find_resumable(&repo, mountpoint)?
     {
-        let mut session =
-            Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
+        let session = Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
         match &args.branch {
-            // A journal whose entries change nothing (left by a crash: an
-            // unmount removes such a session) is not resumed: the new
-            // session starts at the tip, as after an unmount.
-            _ if matches!(session.has_changes(), Ok(false)) => {
-                tracing::info!(session = %id, "not resuming the session last mounted here: it changes nothing");
-                if let Err(e) = session.close() {
-                    tracing::warn!(session = %id, "removing it: {e}");
-                }
-            }
             Some(branch) if session.branch() != Some(branch.as_str()) => {
                 tracing::warn!(
                     session = %id,
