@@ -24,15 +24,15 @@ impl Session {
         self.journal.flush()?;
         // Should the comparison fail, the session stays: resuming it
         // loses nothing.
-        let empty = self.journal.is_empty()
+        let unchanged = self.journal.is_empty()
             || (self.journal.len() <= COMPARED_AT_CLOSE && matches!(self.has_changes(), Ok(false)));
         let dir = self.dir.clone();
         drop(self);
-        if empty {
+        if unchanged {
             // Only disk space is at stake if this fails.
             let _ = fs::remove_dir_all(&dir);
         }
-        Ok(empty)
+        Ok(unchanged)
     }
 
     /// Where the bytes of the file at `path` are, if it is a file.
