@@ -113,7 +113,8 @@ enum Op {
     Remount,
     /// fsync the mount's root (which makes the session's journal
     /// durable), then kill the daemon with SIGKILL and mount again: a
-    /// session with changes resumes with all of them.
+    /// session with changes resumes with all of them, one without starts
+    /// afresh at the tip.
     Crash,
     /// Long enough for closed files to be sealed (stored as objects)
     /// before the next step, on a mount with a short seal delay.
@@ -605,11 +606,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Crash | Op::Remount => {
                 let changes = session_changes(m, step, &model.tree(), &committed)?;
-                // Without changes, a crash leaves a journal that may hold
-                // entries that change nothing, which the next mount
-                // resumes (only an unmount removes such a session):
-                // unmount cleanly instead.
-                if *op == Op::Crash && changes {
+                if *op == Op::Crash {
                     fs::File::open(&mountpoint)
                         .and_then(|root| root.sync_all())
                         .map_err(|e| TestCaseError::fail(format!("step {step}: fsync: {e}")))?;

@@ -364,8 +364,9 @@ fn a_session_that_changes_nothing_is_not_resumed() {
     // A committed file opened for writing and closed unchanged, and one
     // written again with its own bytes, are in the journal but change
     // nothing: status says so, a commit has nothing to commit, and the
-    // next mount there starts at the tip of the branch (showing what
-    // another mount committed meanwhile) instead of resuming the old base.
+    // next mount there, after an unmount or a crash, starts at the tip of
+    // the branch (showing what another mount committed meanwhile) instead
+    // of resuming the old base.
     let scratch = Scratch::new();
     let a = scratch.mount("a", &[]);
     let mountpoint = a.path.clone();
@@ -385,6 +386,16 @@ fn a_session_that_changes_nothing_is_not_resumed() {
     );
     assert_eq!(a.read("t"), "theirs\n");
     assert_eq!(a.read("f"), "one\n");
+
+    // Nor after a crash, which leaves such a journal behind.
+    a.ok("exec 3<>f; exec 3>&-");
+    other.ok("echo again > t && echo again > .zarrfs/commit");
+    a.ok("sync .");
+    let session = a.session();
+    a.crash();
+    let a = Mount::new(&scratch.repo, &mountpoint, &[]);
+    assert_ne!(a.session(), session, "not resumed after a crash either");
+    assert_eq!(a.read("t"), "again\n");
 }
 
 #[test]

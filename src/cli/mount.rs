@@ -374,18 +374,29 @@ fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<S
     if !args.new_session
         && let Some(id) = Session::find_resumable(&repo, mountpoint)?
     {
-        let session = Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
-        match &args.branch {
-            Some(branch) if session.branch() != Some(branch.as_str()) => {
-                tracing::warn!(
-                    session = %id,
-                    "not resuming the session last mounted here: it is on {}, not on branch {branch}",
-                    session.branch().unwrap_or("no branch")
-                );
+        let mut session =
+            Session::resume(repo.clone(), &id, at.clone()).map_err(session_failure)?;
+        if matches!(session.has_changes(), Ok(false)) {
+            // A journal whose entries change nothing (left by a crash: an
+            // unmount removes such a session) is not resumed: the new
+            // session starts at the tip, as after an unmount.
+            tracing::info!(session = %id, "not resuming the session last mounted here: it changes nothing");
+            if let Err(e) = session.close() {
+                tracing::warn!(session = %id, "removing it: {e}");
             }
-            _ => {
-                log_session("session resumed", &session);
-                return Ok(session);
+        } else {
+            match &args.branch {
+                Some(branch) if session.branch() != Some(branch.as_str()) => {
+                    tracing::warn!(
+                        session = %id,
+                        "not resuming the session last mounted here: it is on {}, not on branch {branch}",
+                        session.branch().unwrap_or("no branch")
+                    );
+                }
+                _ => {
+                    log_session("session resumed", &session);
+                    return Ok(session);
+                }
             }
         }
     }

@@ -325,13 +325,44 @@ impl Session {
     }
 
     /// Whether the session changes anything; stops at the first change.
+    /// The same judgement as status and commit, but reading as little as
+    /// it can (a mount and an unmount ask, and a resumed session has
+    /// nothing sealed): a staged file with no file at its path in the base,
+    /// or of another size than the base's, is a change without being read;
+    /// only one of the base file's size is hashed, one at a time.
     pub fn has_changes(&mut self) -> Result<bool> {
-        let mut found = false;
-        self.for_each_change(&mut |_| {}, "comparing", &mut |_, _| {
-            found = true;
-            Ok(ControlFlow::Break(()))
-        })?;
-        Ok(found)
+        let mut after: Option<String> = None;
+        let mut base_dirs = BaseDirMemo::default();
+        loop {
+            let chunk = self
+                .journal
+                .entries_after(after.as_deref(), JOURNAL_CHUNK)?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(false);
+            };
+            after = Some(last.clone());
+            for (path, entry) in chunk {
+                let mut hash = None;
+                if let JournalEntry::File {
+                    source: FileSource::Staged(n),
+                    ..
+                } = entry
+                {
+                    let base = base_dirs.entry(self, &path)?;
+                    let size = std::fs::metadata(self.staged_path(n))?.len();
+                    if !base.is_some_and(|b| b.kind == EntryKind::File && b.size == size) {
+                        return Ok(true);
+                    }
+                    hash = self.hash_chunk(&[(path.clone(), entry)])?.remove(0);
+                }
+                if self
+                    .pending_change(path, entry, hash, &mut base_dirs)?
+                    .is_some()
+                {
+                    return Ok(true);
+                }
+            }
+        }
     }
 
     /// Commit the session's changes to its branch, rebasing onto commits

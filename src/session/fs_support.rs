@@ -6,9 +6,6 @@ use super::journal::FileSource;
 use super::view::Found;
 use super::{Result, Session};
 
-/// The most journal entries [`Session::close`] compares with the base.
-const COMPARED_AT_CLOSE: usize = 64;
-
 impl Session {
     /// Stop serving the session: make its journal durable and release
     /// it. A session that changes nothing is removed as well, so that
@@ -16,16 +13,13 @@ impl Session {
     /// starts at the tip of the branch; one with changes stays to be
     /// resumed. "Nothing" is what status and commit say: a journal whose
     /// files hold their base's bytes (a file opened for writing and left
-    /// as it was, bytes written again) changes nothing. Only a journal of
-    /// at most [`COMPARED_AT_CLOSE`] entries is compared, as telling may
-    /// mean hashing its staged files; a larger one stays. Returns whether
+    /// as it was, bytes written again) changes nothing. Returns whether
     /// it was removed.
     pub fn close(mut self) -> Result<bool> {
         self.journal.flush()?;
         // Should the comparison fail, the session stays: resuming it
         // loses nothing.
-        let unchanged = self.journal.is_empty()
-            || (self.journal.len() <= COMPARED_AT_CLOSE && matches!(self.has_changes(), Ok(false)));
+        let unchanged = self.journal.is_empty() || matches!(self.has_changes(), Ok(false));
         let dir = self.dir.clone();
         drop(self);
         if unchanged {
