@@ -187,6 +187,18 @@ impl Session {
         Ok(out)
     }
 
+    /// The journal's entries after `after`, [`JOURNAL_CHUNK`] at most,
+    /// moving `after` past them; none at the end.
+    fn next_chunk(&self, after: &mut Option<String>) -> Result<Vec<(String, JournalEntry)>> {
+        let chunk = self
+            .journal
+            .entries_after(after.as_deref(), JOURNAL_CHUNK)?;
+        if let Some((last, _)) = chunk.last() {
+            *after = Some(last.clone());
+        }
+        Ok(chunk)
+    }
+
     /// Visit the session's changes in path order, reading the journal a
     /// chunk at a time, until `visit` breaks.
     fn for_each_change(
@@ -200,13 +212,10 @@ impl Session {
         let mut after: Option<String> = None;
         let mut base_dirs = BaseDirMemo::default();
         loop {
-            let chunk = self
-                .journal
-                .entries_after(after.as_deref(), JOURNAL_CHUNK)?;
-            let Some((last, _)) = chunk.last() else {
+            let chunk = self.next_chunk(&mut after)?;
+            if chunk.is_empty() {
                 return Ok(());
-            };
-            after = Some(last.clone());
+            }
             let hashes = self.hash_chunk(&chunk)?;
             for ((path, entry), hash) in chunk.into_iter().zip(hashes) {
                 if done % PROGRESS_EVERY == 0 {
@@ -334,13 +343,10 @@ impl Session {
         let mut after: Option<String> = None;
         let mut base_dirs = BaseDirMemo::default();
         loop {
-            let chunk = self
-                .journal
-                .entries_after(after.as_deref(), JOURNAL_CHUNK)?;
-            let Some((last, _)) = chunk.last() else {
+            let chunk = self.next_chunk(&mut after)?;
+            if chunk.is_empty() {
                 return Ok(false);
-            };
-            after = Some(last.clone());
+            }
             for (path, entry) in chunk {
                 let mut hash = None;
                 if let JournalEntry::File {
