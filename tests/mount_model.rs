@@ -244,15 +244,18 @@ impl Model {
         for (path, node) in &tree.0 {
             let entry = match node {
                 Node::Dir => Entry::Dir,
-                Node::File(bytes) => {
-                    model.files_made += 1;
-                    model.contents.insert(model.files_made, bytes.clone());
-                    Entry::File(model.files_made)
-                }
+                Node::File(bytes) => model.new_file(bytes.clone()),
             };
             model.entries.insert(path.clone(), entry);
         }
         model
+    }
+
+    /// A file of a new identity holding `bytes`, not yet at any path.
+    fn new_file(&mut self, bytes: Bytes) -> Entry {
+        self.files_made += 1;
+        self.contents.insert(self.files_made, bytes);
+        Entry::File(self.files_made)
     }
 
     fn tree(&self) -> Tree {
@@ -319,10 +322,8 @@ impl Model {
                     Some(Entry::Dir) => return Err(libc::EISDIR),
                     Some(Entry::File(id)) => *self.contents.get_mut(id).unwrap() = bytes.clone(),
                     None => {
-                        self.files_made += 1;
-                        self.contents.insert(self.files_made, bytes.clone());
-                        self.entries
-                            .insert(path.clone(), Entry::File(self.files_made));
+                        let file = self.new_file(bytes.clone());
+                        self.entries.insert(path.clone(), file);
                     }
                 }
             }

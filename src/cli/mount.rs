@@ -381,9 +381,7 @@ fn open_session(args: &MountArgs, repo: Arc<Repo>, mountpoint: &str) -> Result<S
             // unmount removes such a session) is not resumed: the new
             // session starts at the tip, as after an unmount.
             tracing::info!(session = %id, "not resuming the session last mounted here: it changes nothing");
-            if let Err(e) = session.close() {
-                tracing::warn!(session = %id, "removing it: {e}");
-            }
+            session.remove();
         } else {
             match &args.branch {
                 Some(branch) if session.branch() != Some(branch.as_str()) => {

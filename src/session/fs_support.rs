@@ -20,13 +20,19 @@ impl Session {
         // Should the comparison fail, the session stays: resuming it
         // loses nothing.
         let unchanged = self.journal.is_empty() || matches!(self.has_changes(), Ok(false));
-        let dir = self.dir.clone();
-        drop(self);
         if unchanged {
-            // Only disk space is at stake if this fails.
-            let _ = fs::remove_dir_all(&dir);
+            self.remove();
         }
         Ok(unchanged)
+    }
+
+    /// Release the session and remove it from disk, journal and staged
+    /// files: for a session that changes nothing.
+    pub fn remove(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        // Only disk space is at stake if this fails.
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// Where the bytes of the file at `path` are, if it is a file.
