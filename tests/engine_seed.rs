@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use zarrfs::repo::{CommitError, DEFAULT_BRANCH, Repo};
-use zarrfs::session::{Session, SessionError, SessionOptions, StatusKind};
+use zarrfs::session::{NodeKind, Session, SessionError, SessionOptions, StatusKind};
 
 fn repo() -> (tempfile::TempDir, Arc<Repo>) {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +259,121 @@ fn directories_removed_and_replaced_are_changes_and_conflict_with_changes_below(
     b.write_file("arr/c/2", b"2").unwrap();
     let err = b.commit("new chunk").unwrap_err();
     assert!(err.to_string().contains("['arr/c/2']"), "{err}");
+}
+
+/// Remove every file and directory below `dir`, and `dir`, deepest first
+/// (as `rm -r` does).
+fn remove_tree(session: &mut Session, dir: &str) {
+    for (name, attr) in session.list(dir).unwrap() {
+        let path = format!("{dir}/{name}");
+        match attr.kind {
+            NodeKind::Dir => remove_tree(session, &path),
+            NodeKind::File => session.unlink(&path).unwrap(),
+        }
+    }
+    session.rmdir(dir).unwrap();
+}
+
+/// Directories are compared with the base by what they hold, as files are
+/// by their bytes (and as git compares trees): one removed and made again,
+/// or renamed away and back, changes only what differs in it, and so
+/// conflicts only with changes to those paths.
+#[test]
+fn a_directory_put_back_changes_only_what_differs_in_it() {
+    let (_dir, repo) = repo();
+    let mut a = user(&repo, "a");
+    let array = [
+        ("arr/zarr.json", &b"{}"[..]),
+        ("arr/c/0", b"0"),
+        ("arr/c/1", b"1"),
+    ];
+    for (path, bytes) in array {
+        a.write_file(path, bytes).unwrap();
+    }
+    a.write_file("other/c/0", b"0").unwrap();
+    a.write_file("f", b"a file").unwrap();
+    a.commit("array").unwrap();
+    let nothing = |session: &mut Session| {
+        assert!(changed(session).is_empty(), "{:?}", session.status());
+        assert!(matches!(
+            session.commit("nothing"),
+            Err(SessionError::Commit(CommitError::NothingToCommit))
+        ));
+    };
+
+    // Renamed away and back.
+    a.rename("arr", "moved").unwrap();
+    a.rename("moved", "arr").unwrap();
+    nothing(&mut a);
+
+    // Removed and written again with the same bytes (as a program that
+    // overwrites an array does).
+    remove_tree(&mut a, "arr");
+    a.mkdir("arr").unwrap();
+    a.mkdir("arr/c").unwrap();
+    for (path, bytes) in array {
+        a.write_file(path, bytes).unwrap();
+    }
+    nothing(&mut a);
+
+    // A directory renamed over one emptied: what it lacks is deleted.
+    remove_tree(&mut a, "arr");
+    a.mkdir("arr").unwrap();
+    a.rename("other", "arr").unwrap();
+    let status: Vec<(String, StatusKind)> = a
+        .status()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path, e.kind))
+        .collect();
+    let deleted = |p: &str| (p.to_owned(), StatusKind::Deleted);
+    assert_eq!(
+        status,
+        [
+            deleted("arr/c/1"),
+            deleted("arr/zarr.json"),
+            deleted("other")
+        ]
+    );
+    a.discard().unwrap();
+
+    // Written again with one chunk changed, while B adds another chunk:
+    // no overlap, so A's commit rebases over B's.
+    let mut b = user(&repo, "b");
+    remove_tree(&mut a, "arr");
+    a.mkdir("arr").unwrap();
+    a.mkdir("arr/c").unwrap();
+    for (path, bytes) in array {
+        let bytes = if path == "arr/c/1" { b"one" } else { bytes };
+        a.write_file(path, bytes).unwrap();
+    }
+    let status = a.status().unwrap();
+    assert_eq!(changed(&mut a), ["arr/c/1"]);
+    assert_eq!(status[0].kind, StatusKind::Modified);
+    b.write_file("arr/c/2", b"2").unwrap();
+    b.commit("chunk 2").unwrap();
+    a.commit("chunk 1 again").unwrap();
+    assert_eq!(a.read_file("arr/c/1").unwrap(), b"one");
+    assert_eq!(a.read_file("arr/c/2").unwrap(), b"2");
+    assert_eq!(a.read_file("arr/c/0").unwrap(), b"0");
+
+    // A directory made where the base has a file replaces it.
+    a.unlink("f").unwrap();
+    a.mkdir("f").unwrap();
+    a.write_file("f/x", b"x").unwrap();
+    let status: Vec<(String, StatusKind, bool)> = a
+        .status()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path, e.kind, e.is_dir))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("f".to_owned(), StatusKind::Deleted, false),
+            ("f/x".to_owned(), StatusKind::Added, false)
+        ]
+    );
 }
 
 #[test]

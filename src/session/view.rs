@@ -524,10 +524,31 @@ impl Session {
         if self.find(path)?.is_some() {
             return Err(SessionError::Exists(path.to_owned()));
         }
-        // A whiteout here means the base has something: the new directory
-        // replaces it and hides what was below.
-        let opaque = self.journal.get(path)? == Some(JournalEntry::Whiteout);
+        self.put_dir_over_base(path)
+    }
+
+    /// Record the directory at `path`, whose contents the journal holds
+    /// in full, so that the base shows nothing below it that the journal
+    /// lacks. Over a base directory it stays a directory with a whiteout
+    /// for each base entry it lacks (a directory put back as it was, by
+    /// `mkdir` and rewriting or by renaming it away and back, then is no
+    /// change, and one with some files rewritten changes only those);
+    /// over a base file it replaces the file and hides the base below.
+    fn put_dir_over_base(&mut self, path: &str) -> Result<()> {
+        let base = self.visible_base_entry(path)?;
+        let opaque = base.as_ref().is_some_and(|b| b.kind != EntryKind::Dir);
         self.journal.insert(path, JournalEntry::Dir { opaque })?;
+        let Some(base) = base.filter(|b| b.kind == EntryKind::Dir) else {
+            return Ok(());
+        };
+        for entry in self.repo.trees().list(base.id)? {
+            let child = join(path, &entry.name);
+            match self.journal.get(&child)? {
+                None => self.journal.insert(&child, JournalEntry::Whiteout)?,
+                Some(JournalEntry::Dir { .. }) => self.put_dir_over_base(&child)?,
+                Some(JournalEntry::File { .. } | JournalEntry::Whiteout) => {}
+            }
+        }
         Ok(())
     }
 
@@ -620,9 +641,8 @@ impl Session {
             }
             Found::Dir => {
                 let below = self.subtree(from)?;
-                let opaque = self.journal.get(to)? == Some(JournalEntry::Whiteout)
-                    || self.visible_base_entry(to)?.is_some();
-                self.journal.insert(to, JournalEntry::Dir { opaque })?;
+                self.journal
+                    .insert(to, JournalEntry::Dir { opaque: false })?;
                 for (rel, found) in below {
                     let entry = match found {
                         Found::File { source, mode } => JournalEntry::File { source, mode },
@@ -630,6 +650,7 @@ impl Session {
                     };
                     self.journal.insert(&join(to, &rel), entry)?;
                 }
+                self.put_dir_over_base(to)?;
                 self.remove_path(from)?;
             }
         }

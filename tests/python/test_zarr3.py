@@ -1,9 +1,12 @@
-"""zarr-python 3's LocalStore through a zarrfs mount: write an array and
-a group, commit, and read the same values back through a new mount."""
+"""zarr-python 3's LocalStore through zarrfs mounts: write an array and
+a group, commit, and read the same values back through a new mount; write
+an array again as a notebook run twice does."""
 
+import errno
 import json
 
 import numpy as np
+import pytest
 import zarr
 
 
@@ -51,3 +54,43 @@ def test_zarr3_round_trip_through_a_commit(zarrfs):
 
     log = json.loads(r.read_control("log.json"))
     assert log[0]["message"] == "zarr 3 array"
+
+
+def test_an_array_written_again_changes_only_the_chunks_that_differ(zarrfs):
+    """Running a notebook again overwrites its arrays (zarr-python removes
+    the array's directory and writes it anew): what was written the same
+    is no change, and what differs does not conflict with another user's
+    commit to other chunks of the array."""
+    w = zarrfs.mount("w")
+    store = zarr.storage.LocalStore(w.path)
+    data = np.arange(10000, dtype="float32").reshape(100, 100)
+
+    def write(values):
+        arr = zarr.create_array(
+            store, name="arr", shape=(100, 100), chunks=(10, 10), dtype="float32",
+            overwrite=True,
+        )
+        arr[:] = values
+
+    write(data)
+    w.commit("first run")
+
+    write(data)
+    assert w.changed() == []
+    with pytest.raises(OSError) as nothing:
+        w.commit("second run, the same")
+    assert nothing.value.errno == errno.ENODATA
+
+    other = zarrfs.mount("other")
+    zarr.open_array(zarr.storage.LocalStore(other.path), path="arr")[0:10, 0:10] = -1
+    other.commit("first chunk")
+
+    changed = data.copy()
+    changed[55, 55] = 0
+    write(changed)
+    assert w.changed() == ["arr/c/5/5"]
+    w.commit("third run, one value changed")
+
+    expected = changed.copy()
+    expected[0:10, 0:10] = -1
+    np.testing.assert_array_equal(zarr.open_array(store, path="arr")[:], expected)

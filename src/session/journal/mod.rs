@@ -84,6 +84,8 @@ pub enum JournalEntry {
     },
     /// A directory made in this session. `opaque`: it replaces something
     /// the base had at this path, and hides the base's contents below it.
+    /// The view makes one only over a base file: over a base directory it
+    /// keeps the directory and whites out each entry the new one lacks.
     Dir {
         opaque: bool,
     },
