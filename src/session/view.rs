@@ -524,18 +524,30 @@ impl Session {
         if self.find(path)?.is_some() {
             return Err(SessionError::Exists(path.to_owned()));
         }
-        self.put_dir_over_base(path)
+        let base = self.base_entry_whited_out(path)?;
+        self.put_dir_over_base(path, base)
+    }
+
+    /// What the base has at `path` if the journal removed it (a whiteout
+    /// is left only where the base has something): the cheap way for a
+    /// path the view has nothing at, which most often the base lacks too.
+    fn base_entry_whited_out(&self, path: &str) -> Result<Option<Entry>> {
+        if self.journal.get(path)? == Some(JournalEntry::Whiteout) {
+            self.visible_base_entry(path)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Record the directory at `path`, whose contents the journal holds
-    /// in full, so that the base shows nothing below it that the journal
-    /// lacks. Over a base directory it stays a directory with a whiteout
-    /// for each base entry it lacks (a directory put back as it was, by
-    /// `mkdir` and rewriting or by renaming it away and back, then is no
-    /// change, and one with some files rewritten changes only those);
-    /// over a base file it replaces the file and hides the base below.
-    fn put_dir_over_base(&mut self, path: &str) -> Result<()> {
-        let base = self.visible_base_entry(path)?;
+    /// in full, over `base`, what the base has there, so that the base
+    /// shows nothing below it that the journal lacks. Over a base
+    /// directory it stays a directory with a whiteout for each base entry
+    /// it lacks (a directory put back as it was, by `mkdir` and rewriting
+    /// or by renaming it away and back, then is no change, and one with
+    /// some files rewritten changes only those); over a base file it
+    /// replaces the file and hides the base below.
+    fn put_dir_over_base(&mut self, path: &str, base: Option<Entry>) -> Result<()> {
         let opaque = base.as_ref().is_some_and(|b| b.kind != EntryKind::Dir);
         self.journal.insert(path, JournalEntry::Dir { opaque })?;
         let Some(base) = base.filter(|b| b.kind == EntryKind::Dir) else {
@@ -545,7 +557,7 @@ impl Session {
             let child = join(path, &entry.name);
             match self.journal.get(&child)? {
                 None => self.journal.insert(&child, JournalEntry::Whiteout)?,
-                Some(JournalEntry::Dir { .. }) => self.put_dir_over_base(&child)?,
+                Some(JournalEntry::Dir { .. }) => self.put_dir_over_base(&child, Some(entry))?,
                 Some(JournalEntry::File { .. } | JournalEntry::Whiteout) => {}
             }
         }
@@ -641,6 +653,7 @@ impl Session {
             }
             Found::Dir => {
                 let below = self.subtree(from)?;
+                let base = self.base_entry_whited_out(to)?;
                 self.journal
                     .insert(to, JournalEntry::Dir { opaque: false })?;
                 for (rel, found) in below {
@@ -650,7 +663,7 @@ impl Session {
                     };
                     self.journal.insert(&join(to, &rel), entry)?;
                 }
-                self.put_dir_over_base(to)?;
+                self.put_dir_over_base(to, base)?;
                 self.remove_path(from)?;
             }
         }
