@@ -64,13 +64,22 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(target.as_str()))
 }
 
+/// Whether the process is still there: any of its threads not yet a
+/// zombie. A killed process's main thread can be a zombie while its other
+/// threads, woken by the signal, still wait for a CPU to exit on; until
+/// the last one has, the process holds its files and locks (a mount
+/// right after would find its session's lock held).
 fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(|t| t.ok()).any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+    })
 }
 
 /// A live mount. Dropping it unmounts with `zarrfs umount`, falls back to

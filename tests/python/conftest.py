@@ -24,12 +24,22 @@ BIN = os.environ.get("ZARRFS_BIN")
 
 
 def _alive(pid):
+    """Whether any thread of the process is not yet a zombie: a killed
+    process's main thread can be one while the others still exit, holding
+    its files and locks."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return False
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _mounted(path):
