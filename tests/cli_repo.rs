@@ -210,3 +210,48 @@ fn the_man_pages_are_generated_from_the_current_definitions_and_render() {
         }
     }
 }
+
+/// Output read only in part, as by `zarrfs log | head`: the command ends
+/// when the reader goes away, quietly, as git and ls do (killed by
+/// SIGPIPE), rather than panicking about the broken pipe.
+#[test]
+fn output_cut_short_by_its_reader_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    use zarrfs::repo::{DEFAULT_BRANCH, Repo};
+    use zarrfs::session::{Session, SessionOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("repo");
+    let repo = std::sync::Arc::new(Repo::init(&repo_path).unwrap());
+    let first = repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit;
+    let mut session = Session::start(repo, SessionOptions::new(DEFAULT_BRANCH)).unwrap();
+    // More lines than a pipe holds (64 KiB).
+    for i in 0..10_000 {
+        session.write_file(&format!("arr/c/{i}"), b"x").unwrap();
+    }
+    session.commit("many chunks").unwrap();
+    drop(session);
+
+    let first = first.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zarrfs"))
+        .args(["diff", "--repo", repo_path.to_str().unwrap(), &first])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 8];
+    child.stdout.take().unwrap().read_exact(&mut line).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "zarrfs diff | head: {}",
+        stderr(&out)
+    );
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

@@ -312,12 +312,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Let a closed pipe end the command as it ends other Unix tools
+/// (`zarrfs log | head`): killed by SIGPIPE, where Rust's default (the
+/// signal ignored) makes every print to it panic. Not for a mount, whose
+/// daemon must outlive any reader of its messages.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the signal's default action; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn report(failure: Failure) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "zarrfs: {}", failure.message);
     ExitCode::from(failure.code)
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    if !matches!(cli.command, Command::Mount(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Init { repo } => repo_cmds::init(repo),
         Command::Mount(args) => mount::mount(args),
