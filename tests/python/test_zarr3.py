@@ -1,9 +1,12 @@
 """zarr-python 3's LocalStore through zarrfs mounts: write an array and
 a group, commit, and read the same values back through a new mount; write
-an array again as a notebook run twice does."""
+an array again as a notebook run twice does; a notebook's worth of Zarr
+operations leaves the files it leaves in a plain directory."""
 
 import errno
 import json
+import os
+import warnings
 
 import numpy as np
 import pytest
@@ -94,3 +97,71 @@ def test_an_array_written_again_changes_only_the_chunks_that_differ(zarrfs):
     expected = changed.copy()
     expected[0:10, 0:10] = -1
     np.testing.assert_array_equal(zarr.open_array(store, path="arr")[:], expected)
+
+
+def notebook(root):
+    """A notebook's worth of zarr-python 3 on stores under `root`: arrays
+    written, overwritten, resized, appended and deleted, sharded arrays
+    updated in part, a Zarr 2 store, nested groups, consolidated metadata."""
+    store = zarr.storage.LocalStore(os.path.join(root, "data.zarr"))
+    g = zarr.open_group(store, mode="w")
+    g.attrs["title"] = "notebook"
+    rng = np.random.default_rng(0)
+    a = g.create_array("temp", shape=(20, 30), chunks=(5, 10), dtype="f4", fill_value=np.nan)
+    a[:] = rng.random((20, 30), dtype="f4")
+    a[3:7, 4:25] = -1
+    a.resize((25, 30))
+    a[20:25] = 2
+    a.append(np.ones((5, 30), dtype="f4"), axis=0)
+    a.attrs["units"] = "K"
+    s = g.create_array(
+        "sharded", shape=(64, 64), chunks=(8, 8), shards=(32, 32), dtype="i2", fill_value=0
+    )
+    s[:] = np.arange(64 * 64, dtype="i2").reshape(64, 64)
+    s[10:12, 40:50] = 7
+    s[0:8, 0:8] = 0
+    v2 = zarr.open_group(
+        zarr.storage.LocalStore(os.path.join(root, "v2.zarr")), mode="w", zarr_format=2
+    )
+    b = v2.create_array("b", shape=(12,), chunks=(5,), dtype="i8", fill_value=0)
+    b[:] = np.arange(12)
+    b[0:5] = 0  # all fill value: the chunk is removed
+    tmp = g.create_array("tmp", shape=(4,), chunks=(2,), dtype="u1")
+    tmp[:] = 9
+    del g["tmp"]
+    g.create_group("a/b/c").create_array("deep", shape=(3,), chunks=(3,), dtype="i4")[:] = [1, 2, 3]
+    g.create_array("temp2", shape=(6,), chunks=(3,), dtype="i4")[:] = 1
+    g.create_array("temp2", shape=(9,), chunks=(3,), dtype="i4", overwrite=True)[3:9] = 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
+        zarr.consolidate_metadata(store)
+
+
+def files(root):
+    """Every file under `root` with its bytes, and every directory."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in dirnames:
+            out[os.path.normpath(os.path.join(rel, name)) + "/"] = None
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.normpath(os.path.join(rel, name))] = f.read()
+    return out
+
+
+def test_a_notebook_leaves_the_files_a_plain_directory_has_and_runs_again_unchanged(zarrfs):
+    plain = os.path.join(zarrfs.dir, "plain")
+    os.makedirs(plain)
+    notebook(plain)
+    w = zarrfs.mount("w")
+    notebook(w.path)
+    expected = files(plain)
+    assert files(w.path) == expected
+    w.commit("notebook")
+
+    # Run again on the committed data: the same bytes, so no change.
+    notebook(w.path)
+    assert w.changed() == []
+    r = zarrfs.mount("r", "--read-only")
+    assert files(r.path) == expected
