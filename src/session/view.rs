@@ -654,8 +654,6 @@ impl Session {
             Found::Dir => {
                 let below = self.subtree(from)?;
                 let base = self.base_entry_whited_out(to)?;
-                self.journal
-                    .insert(to, JournalEntry::Dir { opaque: false })?;
                 for (rel, found) in below {
                     let entry = match found {
                         Found::File { source, mode } => JournalEntry::File { source, mode },
