@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use zarrfs::repo::{CommitError, DEFAULT_BRANCH, Repo};
-use zarrfs::session::{NodeKind, Session, SessionError, SessionOptions, StatusKind};
+use zarrfs::session::{Session, SessionError, SessionOptions, StatusKind};
+
+mod session_util;
+
+use session_util::remove_tree;
 
 fn repo() -> (tempfile::TempDir, Arc<Repo>) {
     let dir = tempfile::tempdir().unwrap();
@@ -261,19 +265,6 @@ fn directories_removed_and_replaced_are_changes_and_conflict_with_changes_below(
     assert!(err.to_string().contains("['arr/c/2']"), "{err}");
 }
 
-/// Remove every file and directory below `dir`, and `dir`, deepest first
-/// (as `rm -r` does).
-fn remove_tree(session: &mut Session, dir: &str) {
-    for (name, attr) in session.list(dir).unwrap() {
-        let path = format!("{dir}/{name}");
-        match attr.kind {
-            NodeKind::Dir => remove_tree(session, &path),
-            NodeKind::File => session.unlink(&path).unwrap(),
-        }
-    }
-    session.rmdir(dir).unwrap();
-}
-
 /// Directories are compared with the base by what they hold, as files are
 /// by their bytes (and as git compares trees): one removed and made again,
 /// or renamed away and back, changes only what differs in it, and so
@@ -308,7 +299,7 @@ fn a_directory_put_back_changes_only_what_differs_in_it() {
 
     // Removed and written again with the same bytes (as a program that
     // overwrites an array does).
-    remove_tree(&mut a, "arr");
+    remove_tree(&mut a, "arr").unwrap();
     a.mkdir("arr").unwrap();
     a.mkdir("arr/c").unwrap();
     for (path, bytes) in array {
@@ -317,7 +308,7 @@ fn a_directory_put_back_changes_only_what_differs_in_it() {
     nothing(&mut a);
 
     // A directory renamed over one emptied: what it lacks is deleted.
-    remove_tree(&mut a, "arr");
+    remove_tree(&mut a, "arr").unwrap();
     a.mkdir("arr").unwrap();
     a.rename("other", "arr").unwrap();
     let status: Vec<(String, StatusKind)> = a
@@ -340,7 +331,7 @@ fn a_directory_put_back_changes_only_what_differs_in_it() {
     // Written again with one chunk changed, while B adds another chunk:
     // no overlap, so A's commit rebases over B's.
     let mut b = user(&repo, "b");
-    remove_tree(&mut a, "arr");
+    remove_tree(&mut a, "arr").unwrap();
     a.mkdir("arr").unwrap();
     a.mkdir("arr/c").unwrap();
     for (path, bytes) in array {

@@ -21,6 +21,10 @@ use proptest::prelude::*;
 use zarrfs::repo::{CommitError, DEFAULT_BRANCH, Repo};
 use zarrfs::session::{NodeKind, Session, SessionError, SessionOptions};
 
+mod session_util;
+
+use session_util::remove_tree;
+
 /// Paths of up to three levels over two names, so that operations often
 /// meet: `a`, `a/b`, `b/a/a`, ...
 fn path() -> impl Strategy<Value = String> {
@@ -57,17 +61,6 @@ fn ops(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Op>> {
 /// What a view or a commit holds: every path, a file's content or `None`
 /// for a directory.
 type Tree = BTreeMap<String, Option<Vec<u8>>>;
-
-fn remove_tree(session: &mut Session, dir: &str) -> Result<(), SessionError> {
-    for (name, attr) in session.list(dir)? {
-        let path = format!("{dir}/{name}");
-        match attr.kind {
-            NodeKind::Dir => remove_tree(session, &path)?,
-            NodeKind::File => session.unlink(&path)?,
-        }
-    }
-    session.rmdir(dir)
-}
 
 /// Apply an operation; one that fails (a missing parent, a file where a
 /// directory must be, ...) changes nothing, as on a local filesystem.

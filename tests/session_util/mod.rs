@@ -1,6 +1,6 @@
 //! Helpers for the tests that drive sessions as a library: sealing
-//! everything at once, reading what a branch committed, and waiting for
-//! finished sessions' files to go.
+//! everything at once, reading what a branch committed, waiting for
+//! finished sessions' files to go, and removing a tree as `rm -r` does.
 
 #![allow(dead_code)]
 
@@ -42,4 +42,20 @@ pub fn settle(repo: &Repo) {
         assert!(std::time::Instant::now() < deadline, "sessions not removed");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Remove every file and directory below `dir`, and `dir`, deepest first,
+/// as `rm -r` does; the first failure ends it.
+pub fn remove_tree(
+    session: &mut zarrfs::session::Session,
+    dir: &str,
+) -> Result<(), zarrfs::session::SessionError> {
+    for (name, attr) in session.list(dir)? {
+        let path = format!("{dir}/{name}");
+        match attr.kind {
+            zarrfs::session::NodeKind::Dir => remove_tree(session, &path)?,
+            zarrfs::session::NodeKind::File => session.unlink(&path)?,
+        }
+    }
+    session.rmdir(dir)
 }
