@@ -3,32 +3,17 @@
 
 use std::sync::Arc;
 
-use zarrfs::repo::{CommitError, DEFAULT_BRANCH, Repo};
-use zarrfs::session::{Session, SessionError, SessionOptions, StatusKind};
+use zarrfs::repo::{CommitError, Repo};
+use zarrfs::session::{Session, SessionError, StatusKind};
 
 mod session_util;
 
-use session_util::remove_tree;
+use session_util::{changed, remove_tree, user};
 
 fn repo() -> (tempfile::TempDir, Arc<Repo>) {
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(Repo::init(&dir.path().join("repo")).unwrap());
     (dir, repo)
-}
-
-fn user(repo: &Arc<Repo>, name: &str) -> Session {
-    let mut options = SessionOptions::new(DEFAULT_BRANCH);
-    options.author = format!("{name} <{name}@example.org>");
-    Session::start(repo.clone(), options).unwrap()
-}
-
-fn changed(session: &mut Session) -> Vec<String> {
-    session
-        .status()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect()
 }
 
 /// A float64 chunk of 2x2 values, little-endian, as raw bytes.

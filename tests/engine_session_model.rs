@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use zarrfs::repo::{CommitError, DEFAULT_BRANCH, Repo};
-use zarrfs::session::{NodeKind, Session, SessionError, SessionOptions};
+use zarrfs::repo::{CommitError, Repo};
+use zarrfs::session::{NodeKind, Session, SessionError};
 
 mod session_util;
 
-use session_util::remove_tree;
+use session_util::{changed, remove_tree, user};
 
 /// Paths of up to three levels over two names, so that operations often
 /// meet: `a`, `a/b`, `b/a/a`, ...
@@ -205,26 +205,10 @@ fn conflicts(ours: &BTreeMap<String, Change>, theirs: &BTreeMap<String, Change>)
         || below_destructive(theirs, ours)
 }
 
-fn session(repo: &Arc<Repo>, name: &str) -> Session {
-    let mut options = SessionOptions::new(DEFAULT_BRANCH);
-    options.author = format!("{name} <{name}@example.org>");
-    Session::start(repo.clone(), options).unwrap()
-}
-
-/// The paths status lists, with the model's changes' paths to compare.
-fn listed(session: &mut Session) -> Vec<String> {
-    session
-        .status()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect()
-}
-
 fn run(base_ops: &[Op], their_ops: &[Op], our_ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(Repo::init(&dir.path().join("repo")).unwrap());
-    let mut maker = session(&repo, "base");
+    let mut maker = user(&repo, "base");
     for op in base_ops {
         apply(&mut maker, op);
     }
@@ -234,8 +218,8 @@ fn run(base_ops: &[Op], their_ops: &[Op], our_ops: &[Op]) -> Result<(), TestCase
     }
     drop(maker);
 
-    let mut theirs = session(&repo, "theirs");
-    let mut ours = session(&repo, "ours");
+    let mut theirs = user(&repo, "theirs");
+    let mut ours = user(&repo, "ours");
     for op in their_ops {
         apply(&mut theirs, op);
     }
@@ -249,7 +233,7 @@ fn run(base_ops: &[Op], their_ops: &[Op], our_ops: &[Op]) -> Result<(), TestCase
         ("ours", &mut ours, &our_changes),
     ] {
         prop_assert_eq!(
-            listed(session),
+            changed(session),
             changes.keys().cloned().collect::<Vec<_>>(),
             "{}: status against the model's changes {:?}",
             side,
@@ -283,7 +267,7 @@ fn run(base_ops: &[Op], their_ops: &[Op], our_ops: &[Op]) -> Result<(), TestCase
         );
         prop_assert_eq!(view(&ours), our_tree, "a conflict keeps ours as it was");
         prop_assert_eq!(
-            listed(&mut ours),
+            changed(&mut ours),
             our_changes.keys().cloned().collect::<Vec<_>>()
         );
     } else {
@@ -296,7 +280,7 @@ fn run(base_ops: &[Op], their_ops: &[Op], our_ops: &[Op]) -> Result<(), TestCase
         );
         let expected = apply_changes(&their_tree, &our_changes);
         prop_assert_eq!(view(&ours), expected.clone(), "ours after the rebase");
-        prop_assert_eq!(view(&session(&repo, "reader")), expected, "the branch");
+        prop_assert_eq!(view(&user(&repo, "reader")), expected, "the branch");
     }
     Ok(())
 }
@@ -348,41 +332,20 @@ fn the_model_diffs_and_applies_as_git_would() {
         "{changes:?}"
     );
     assert_eq!(apply_changes(&base, &changes), new);
+    // The base with some paths added or rewritten.
+    let base_with = |entries: &[(&str, Option<&str>)]| -> Tree {
+        let mut out = base.clone();
+        out.extend(tree(entries));
+        out
+    };
     assert!(conflicts(
         &changes,
-        &diff(
-            &base,
-            &tree(&[
-                ("a", None),
-                ("a/x", Some("2")),
-                ("a/y", Some("2")),
-                ("f", Some("f"))
-            ])
-        )
+        &diff(&base, &base_with(&[("a/x", Some("2"))]))
     ));
     // An empty directory made conflicts only with the same path.
-    let made = diff(
-        &base,
-        &tree(&[
-            ("a", None),
-            ("a/x", Some("1")),
-            ("a/y", Some("2")),
-            ("a/e", None),
-            ("f", Some("f")),
-        ]),
-    );
+    let made = diff(&base, &base_with(&[("a/e", None)]));
     assert_eq!(made.get("a/e"), Some(&Change::EmptyDir { replace: false }));
-    let below = diff(
-        &base,
-        &tree(&[
-            ("a", None),
-            ("a/x", Some("1")),
-            ("a/y", Some("2")),
-            ("a/e", None),
-            ("a/e/q", Some("q")),
-            ("f", Some("f")),
-        ]),
-    );
+    let below = diff(&base, &base_with(&[("a/e", None), ("a/e/q", Some("q"))]));
     assert_eq!(below.keys().collect::<Vec<_>>(), ["a/e/q"]);
     assert!(!conflicts(&made, &below));
 }

@@ -59,3 +59,20 @@ pub fn remove_tree(
     }
     session.rmdir(dir)
 }
+
+/// A session on the default branch, by `name <name@example.org>`.
+pub fn user(repo: &std::sync::Arc<Repo>, name: &str) -> zarrfs::session::Session {
+    let mut options = zarrfs::session::SessionOptions::new(DEFAULT_BRANCH);
+    options.author = format!("{name} <{name}@example.org>");
+    zarrfs::session::Session::start(repo.clone(), options).unwrap()
+}
+
+/// The paths a session's status lists, in its order.
+pub fn changed(session: &mut zarrfs::session::Session) -> Vec<String> {
+    session
+        .status()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect()
+}
