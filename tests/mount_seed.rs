@@ -319,6 +319,66 @@ fn empty_files_made_ahead_and_left_by_a_crash_do_not_become_changes() {
     assert_eq!(b.ok("ls d | wc -l").trim(), "200");
 }
 
+/// A process that holds a session's lock as a killed daemon does while it
+/// exits: it takes the lock (`argv[1]`) and names itself in it as
+/// `take_lock` does, then its main thread exits and another thread lives
+/// on for `argv[3]` seconds, keeping the process's files, and so the lock,
+/// until it ends.
+const EXITING_HOLDER: &str = r#"
+import ctypes, fcntl, os, sys, threading, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f"process {os.getpid()} (mounted at {sys.argv[2]})\n".encode())
+threading.Thread(target=time.sleep, args=(float(sys.argv[3]),)).start()
+print("holding", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+/// A mount made again at once after its daemon was killed, as a service
+/// manager restarts a crashed mount, resumes the session even while the
+/// killed process is still exiting and holds the session's lock: it waits
+/// for it (for at most 5 s), rather than starting a new session beside it.
+#[test]
+fn a_mount_waits_for_a_killed_daemon_that_is_still_exiting() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let scratch = Scratch::new();
+    let a = scratch.mount("a", &[]);
+    let mountpoint = a.path.clone();
+    a.ok("printf 'kept' | dd of=kept conv=fsync status=none");
+    let session = a.session();
+    a.crash();
+
+    let lock = scratch.repo.join("sessions").join(&session).join("lock");
+    let mut exiting = Command::new("python3")
+        .args(["-c", EXITING_HOLDER])
+        .arg(&lock)
+        .arg(&mountpoint)
+        .arg("1.0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(exiting.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "holding\n");
+    let stat = format!("/proc/{}/stat", exiting.id());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z "))
+        }),
+        "the holder's main thread exits"
+    );
+
+    let a = Mount::new(&scratch.repo, &mountpoint, &[]);
+    assert_eq!(a.session(), session, "the session was resumed");
+    assert_eq!(a.read("kept"), "kept");
+    assert!(exiting.wait().unwrap().success());
+}
+
 #[test]
 fn unmount_keeps_changes_and_a_session_is_served_once() {
     let scratch = Scratch::new();

@@ -31,7 +31,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -235,10 +235,25 @@ impl Session {
     }
 
     /// The session to resume at a mountpoint: the newest one last mounted
-    /// there that has uncommitted changes and is not in use.
+    /// there that has uncommitted changes and is not in use. One whose
+    /// daemon is still exiting (killed a moment ago, and mounted again at
+    /// once, as a service manager restarts a mount) is waited for, up to
+    /// [`EXITING_HOLDER_WAIT`], rather than passed over for a new session.
     pub fn find_resumable(repo: &Repo, mountpoint: &str) -> io::Result<Option<String>> {
+        let deadline = Instant::now() + EXITING_HOLDER_WAIT;
+        let sessions = loop {
+            let sessions = list_sessions(repo)?;
+            let exiting = sessions.iter().any(|s| {
+                s.info.mountpoint.as_deref() == Some(mountpoint)
+                    && s.in_use_by.as_deref().is_some_and(holder_is_exiting)
+            });
+            if !exiting || Instant::now() >= deadline {
+                break sessions;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let mut best: Option<SessionInfo> = None;
-        for summary in list_sessions(repo)? {
+        for summary in sessions {
             if summary.info.mountpoint.as_deref() == Some(mountpoint)
                 && summary.in_use_by.is_none()
                 && summary.changes > 0
@@ -683,6 +698,28 @@ fn take_lock(dir: &Path, info: &SessionInfo) -> Result<File> {
     (&file)
         .write_all(format!("process {} (mounted at {where_})\n", std::process::id()).as_bytes())?;
     Ok(file)
+}
+
+/// How long a mount waits for a session's daemon that is exiting.
+const EXITING_HOLDER_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the process a session's lock names (`process PID (...)`, as
+/// [`take_lock`] writes it) is exiting: its main thread is gone (a zombie)
+/// while its other threads, and so its files and its lock, are not yet.
+/// A killed daemon is so until every thread has run its exit, which under
+/// load can take a while.
+fn holder_is_exiting(holder: &str) -> bool {
+    let Some(pid) = holder
+        .strip_prefix("process ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Who holds a session's lock, if anyone.
