@@ -222,7 +222,8 @@ impl Session {
                     progress(CommitProgress { phase, done, total });
                 }
                 done += 1;
-                if let Some(change) = self.pending_change(path, entry, hash, &mut base_dirs)?
+                let base = base_dirs.entry(self, &path)?;
+                if let Some(change) = self.pending_change(path, entry, hash, base)?
                     && visit(self, change)?.is_break()
                 {
                     return Ok(());
@@ -232,15 +233,15 @@ impl Session {
     }
 
     /// What one journal entry changes, if anything; `hash` is the staged
-    /// file's, if it is one.
+    /// file's, if it is one, and `base` what the base has at the path
+    /// where the journal does not hide it ([`BaseDirMemo::entry`]).
     fn pending_change(
         &mut self,
         path: String,
         entry: JournalEntry,
         hash: Option<StagedHash>,
-        base_dirs: &mut BaseDirMemo,
+        base: Option<Entry>,
     ) -> Result<Option<PendingChange>> {
-        let base = base_dirs.entry(self, &path)?;
         let base_kind = base.as_ref().map(|b| b.kind);
         Ok(match entry {
             JournalEntry::File { source, mode } => {
@@ -348,23 +349,23 @@ impl Session {
                 return Ok(false);
             }
             for (path, entry) in chunk {
+                let base = base_dirs.entry(self, &path)?;
                 let mut hash = None;
                 if let JournalEntry::File {
                     source: FileSource::Staged(n),
                     ..
                 } = entry
                 {
-                    let base = base_dirs.entry(self, &path)?;
                     let size = std::fs::metadata(self.staged_path(n))?.len();
-                    if !base.is_some_and(|b| b.kind == EntryKind::File && b.size == size) {
+                    if !base
+                        .as_ref()
+                        .is_some_and(|b| b.kind == EntryKind::File && b.size == size)
+                    {
                         return Ok(true);
                     }
                     hash = self.hash_chunk(&[(path.clone(), entry)])?.remove(0);
                 }
-                if self
-                    .pending_change(path, entry, hash, &mut base_dirs)?
-                    .is_some()
-                {
+                if self.pending_change(path, entry, hash, base)?.is_some() {
                     return Ok(true);
                 }
             }

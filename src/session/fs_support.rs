@@ -19,7 +19,7 @@ impl Session {
         self.journal.flush()?;
         // Should the comparison fail, the session stays: resuming it
         // loses nothing.
-        let unchanged = self.journal.is_empty() || matches!(self.has_changes(), Ok(false));
+        let unchanged = matches!(self.has_changes(), Ok(false));
         if unchanged {
             self.remove();
         }
