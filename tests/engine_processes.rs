@@ -15,6 +15,10 @@ use std::time::Duration;
 use zarrfs::repo::{CommitError, CommitId, DEFAULT_BRANCH, Repo, fsck::fsck};
 use zarrfs::session::{Session, SessionError, SessionOptions};
 
+mod session_util;
+
+use session_util::changed;
+
 const WORKER_ENV: &str = "ZARRFS_TEST_WORKER";
 
 /// Not a test of its own: the entry point of the child processes that the
@@ -312,13 +316,7 @@ fn fsynced_session_data_survives_sigkill_and_the_resumed_session_commits_it() {
         session.read_file("arr/c/0/0").unwrap(),
         b"chunk bytes that were fsynced"
     );
-    let status: Vec<String> = session
-        .status()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    assert_eq!(status, ["arr/c/0/0", "arr/zarr.json"]);
+    assert_eq!(changed(&mut session), ["arr/c/0/0", "arr/zarr.json"]);
     let id = session.commit("recovered").unwrap();
     assert_eq!(repo.branch_tip(DEFAULT_BRANCH).unwrap().unwrap().commit, id);
     let reader = Session::start(repo.clone(), SessionOptions::new(DEFAULT_BRANCH)).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod session_util;
 
-use session_util::{committed, seal_all, settle};
+use session_util::{changed, committed, seal_all, settle};
 use zarrfs::repo::{DEFAULT_BRANCH, ObjectId, Repo};
 use zarrfs::session::{Session, SessionOptions};
 
@@ -40,13 +40,7 @@ fn closed_files_are_stored_before_the_commit_and_committed_as_written() {
         Some(&b"chunk zero"[..])
     );
     assert_eq!(session.read_file("data/c1").unwrap(), b"chunk one");
-    let status: Vec<String> = session
-        .status()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    assert_eq!(status, ["data/c0", "data/c1"]);
+    assert_eq!(changed(&mut session), ["data/c0", "data/c1"]);
 
     session.commit("two chunks").unwrap();
     assert_eq!(committed(&repo, "data/c0"), b"chunk zero");

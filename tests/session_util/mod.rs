@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use zarrfs::repo::{DEFAULT_BRANCH, Repo};
-use zarrfs::session::Sealer;
+use zarrfs::session::{NodeKind, Sealer, Session, SessionError, SessionOptions};
 
 /// Seal everything closed, whenever it closed; nothing counts as open.
 pub fn seal_all(sealer: &Sealer) -> usize {
@@ -46,29 +46,26 @@ pub fn settle(repo: &Repo) {
 
 /// Remove every file and directory below `dir`, and `dir`, deepest first,
 /// as `rm -r` does; the first failure ends it.
-pub fn remove_tree(
-    session: &mut zarrfs::session::Session,
-    dir: &str,
-) -> Result<(), zarrfs::session::SessionError> {
+pub fn remove_tree(session: &mut Session, dir: &str) -> Result<(), SessionError> {
     for (name, attr) in session.list(dir)? {
         let path = format!("{dir}/{name}");
         match attr.kind {
-            zarrfs::session::NodeKind::Dir => remove_tree(session, &path)?,
-            zarrfs::session::NodeKind::File => session.unlink(&path)?,
+            NodeKind::Dir => remove_tree(session, &path)?,
+            NodeKind::File => session.unlink(&path)?,
         }
     }
     session.rmdir(dir)
 }
 
 /// A session on the default branch, by `name <name@example.org>`.
-pub fn user(repo: &std::sync::Arc<Repo>, name: &str) -> zarrfs::session::Session {
-    let mut options = zarrfs::session::SessionOptions::new(DEFAULT_BRANCH);
+pub fn user(repo: &std::sync::Arc<Repo>, name: &str) -> Session {
+    let mut options = SessionOptions::new(DEFAULT_BRANCH);
     options.author = format!("{name} <{name}@example.org>");
-    zarrfs::session::Session::start(repo.clone(), options).unwrap()
+    Session::start(repo.clone(), options).unwrap()
 }
 
 /// The paths a session's status lists, in its order.
-pub fn changed(session: &mut zarrfs::session::Session) -> Vec<String> {
+pub fn changed(session: &mut Session) -> Vec<String> {
     session
         .status()
         .unwrap()
