@@ -165,8 +165,7 @@ fn diff(base: &Tree, new: &Tree) -> BTreeMap<String, Change> {
 fn apply_changes(tree: &Tree, changes: &BTreeMap<String, Change>) -> Tree {
     let mut out = tree.clone();
     for (path, change) in changes {
-        let removes = !matches!(change, Change::EmptyDir { replace: false });
-        if removes {
+        if change.destructive() {
             out.retain(|p, _| p != path && !is_below(p, path));
         }
         // What is made needs directories above it, replacing any file.

@@ -702,7 +702,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig {
         // Each case mounts for real (and remounts): 32 cases of up to 40
-        // steps take about 10 s. PROPTEST_CASES=N hunts longer.
+        // steps take about 20-25 s. PROPTEST_CASES=N hunts longer.
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
