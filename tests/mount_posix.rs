@@ -113,6 +113,28 @@ fn files_directories_renames_and_links() {
     );
     fs::write(p("u"), b"changed").unwrap();
     assert_eq!(fs::read(p("v")).unwrap(), b"new", "a link is a copy");
+    assert_eq!(
+        fs::hard_link(p("a"), p("a-link"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EPERM),
+        "as zarrfs(5) says of a directory"
+    );
+    // A file open for writing is copied as it is at the link.
+    let mut open = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(p("w"))
+        .unwrap();
+    open.write_all(b"first").unwrap();
+    fs::hard_link(p("w"), p("w-copy")).unwrap();
+    open.write_all(b" second").unwrap();
+    drop(open);
+    assert_eq!(fs::read(p("w-copy")).unwrap(), b"first");
+    assert_eq!(fs::read(p("w")).unwrap(), b"first second");
+    fs::remove_file(p("w")).unwrap();
+    fs::remove_file(p("w-copy")).unwrap();
 
     // Directory errors.
     assert_eq!(
