@@ -1,7 +1,7 @@
 """The Zarr clients scientists use besides zarr-python's own API, through
-zarrfs mounts: xarray with dask, dask's process pool, and tensorstore.
-Each writes what it writes to a plain directory, and two users writing
-different parts of one dataset through xarray both land, as in Arraylake."""
+zarrfs mounts: two users writing different parts of one xarray dataset
+both land, as in Arraylake; dask's worker processes write one array at
+once; tensorstore leaves the files a plain directory gets."""
 
 import hashlib
 import os
@@ -29,8 +29,9 @@ def files(top):
 
 
 def temperatures(times):
-    """A small dataset of `times` hourly steps, the same values for the
-    same times whoever makes it."""
+    """A small dataset of `times` hourly steps: the same values for the
+    same steps whoever makes it and however many (one seeded generator,
+    drawn in time order)."""
     t = np.arange(times)
     rng = np.random.default_rng(7)
     temp = rng.random((times, 12, 16), dtype=np.float32)
@@ -52,6 +53,8 @@ def test_two_users_write_different_times_of_one_dataset_with_xarray_and_both_lan
 
     b = zarrfs.mount("b")
     first, second = slice(0, 24), slice(24, 48)
+    # A region write takes only the variables along the region's
+    # dimension (xarray refuses the others).
     full.isel(time=first).drop_vars(["y", "x"]).chunk({"time": 6}).to_zarr(
         path, region={"time": first}, consolidated=False
     )
@@ -116,7 +119,7 @@ def test_tensorstore_writes_what_it_writes_to_a_plain_directory(zarrfs, driver):
         arr = ts.open(spec, create=True, delete_existing=True).result()
         arr.write(np.arange(20000, dtype=np.float32).reshape(100, 200)).result()
         arr[5:15, 20:80].write(np.full((10, 60), -1, np.float32)).result()
-        # Grown by 20 rows, written: the metadata is rewritten in place.
+        # Grown by 20 rows (its metadata written again), which are written.
         grown = arr.resize(exclusive_max=[120, 200], expand_only=True).result()
         grown[100:120].write(np.ones((20, 200), np.float32)).result()
 
