@@ -1,7 +1,8 @@
 //! The mount checked against a simple model of a directory tree, as
 //! mountpoint-s3 checks its filesystem: random sequences of file
 //! operations (writes, appends, writes in place, truncates, mkdir, rmdir,
-//! unlink, rename, files held open across steps) go to a real mount and
+//! unlink, rename, link (a copy on a mount, so in the model), files held
+//! open across steps) go to a real mount and
 //! to an in-memory model, mixed with commits, discards, remounts, kills
 //! of the daemon after an fsync, checkouts of earlier commits, and
 //! commits of another mount of the branch (which this one's commits
@@ -100,6 +101,9 @@ enum Op {
     Rmdir(String),
     Unlink(String),
     Rename(String, String),
+    /// link(2): on a mount the new name is a copy (zarrfs(5)), which is
+    /// what the model does.
+    Link(String, String),
     /// Open an existing file for reading and writing into a slot (closing
     /// what the slot held), and keep it open across the steps that follow.
     Open(usize, String),
@@ -170,6 +174,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => path.clone().prop_map(Op::Rmdir),
         3 => path.clone().prop_map(Op::Unlink),
         4 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        2 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Link(a, b)),
         2 => (0..HANDLES, path).prop_map(|(h, p)| Op::Open(h, p)),
         2 => (0..HANDLES, 0..80u64, bytes.clone()).prop_map(|(h, o, b)| Op::HandleWrite(h, o, b)),
         1 => (0..HANDLES).prop_map(Op::HandleRead),
@@ -349,6 +354,7 @@ impl Model {
                 self.entries.remove(path);
             }
             Op::Rename(from, to) => self.rename(from, to)?,
+            Op::Link(from, to) => self.link(from, to)?,
             Op::Open(slot, path) => {
                 self.handles[*slot] = None;
                 self.handles[*slot] = Some(self.file(path)?);
@@ -365,6 +371,23 @@ impl Model {
             _ => assert!(op.is_session_action()),
         }
         Ok(None)
+    }
+
+    /// A new file at `to` with the bytes of the one at `from`. Linux
+    /// resolves the source first, then the target's directory, and
+    /// refuses a directory last.
+    fn link(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        let source = self.existing(from)?;
+        self.check_parents(to)?;
+        if self.entries.contains_key(to) {
+            return Err(libc::EEXIST);
+        }
+        let Entry::File(id) = source else {
+            return Err(libc::EPERM);
+        };
+        let copy = self.new_file(self.contents[&id].clone());
+        self.entries.insert(to.to_owned(), copy);
+        Ok(())
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
@@ -413,13 +436,24 @@ fn errno(e: std::io::Error) -> i32 {
 struct Files {
     root: PathBuf,
     handles: [Option<fs::File>; HANDLES],
+    /// A plain directory's hard links share their file: the new name is
+    /// then made a copy, as a mount's is.
+    copy_links: bool,
 }
 
 impl Files {
-    fn new(root: &Path) -> Files {
+    fn mount(root: &Path) -> Files {
         Files {
             root: root.to_owned(),
             handles: Default::default(),
+            copy_links: false,
+        }
+    }
+
+    fn plain(root: &Path) -> Files {
+        Files {
+            copy_links: true,
+            ..Files::mount(root)
         }
     }
 
@@ -449,6 +483,14 @@ impl Files {
             Op::Rmdir(path) => fs::remove_dir(at(path)).map_err(errno)?,
             Op::Unlink(path) => fs::remove_file(at(path)).map_err(errno)?,
             Op::Rename(from, to) => fs::rename(at(from), at(to)).map_err(errno)?,
+            Op::Link(from, to) => {
+                fs::hard_link(at(from), at(to)).map_err(errno)?;
+                if self.copy_links {
+                    let bytes = fs::read(at(to)).unwrap();
+                    fs::remove_file(at(to)).unwrap();
+                    fs::write(at(to), bytes).unwrap();
+                }
+            }
             Op::Open(slot, path) => {
                 self.handles[*slot] = None;
                 let file = OpenOptions::new()
@@ -558,7 +600,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     let mountpoint = scratch.mountpoint("m");
     let args = ["--seal-delay", seal_delay];
     let mut mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
-    let mut files = Files::new(&mountpoint);
+    let mut files = Files::mount(&mountpoint);
     let mut model = Model::default();
     let mut committed = Tree::default();
     // Under `z`: what the other mount committed, and what this mount's
@@ -725,7 +767,7 @@ proptest! {
     #[test]
     fn the_model_follows_linux(ops in prop::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = Files::new(dir.path());
+        let mut files = Files::plain(dir.path());
         let mut model = Model::default();
         for op in ops.iter().filter(|op| {
             !op.is_session_action()
