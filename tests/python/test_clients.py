@@ -3,7 +3,6 @@ zarrfs mounts: two users writing different parts of one xarray dataset
 both land, as in Arraylake; dask's worker processes write one array at
 once; tensorstore leaves the files a plain directory gets."""
 
-import hashlib
 import os
 
 import dask
@@ -13,19 +12,7 @@ import pytest
 import tensorstore as ts
 import xarray as xr
 import zarr
-
-
-def files(top):
-    """Every file under `top` (but the control directory), by path, as a
-    digest of its bytes."""
-    found = {}
-    for d, dirs, names in os.walk(top):
-        dirs[:] = [x for x in dirs if x != ".zarrfs"]
-        for name in names:
-            path = os.path.join(d, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, top)] = hashlib.sha256(f.read()).hexdigest()
-    return found
+from trees import files
 
 
 def temperatures(times):

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import zarr
+from trees import files
 
 
 def test_zarr3_round_trip_through_a_commit(zarrfs):
@@ -135,19 +136,6 @@ def notebook(root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
         zarr.consolidate_metadata(store)
-
-
-def files(root):
-    """Every file under `root` with its bytes, and every directory."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for name in dirnames:
-            out[os.path.normpath(os.path.join(rel, name)) + "/"] = None
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                out[os.path.normpath(os.path.join(rel, name))] = f.read()
-    return out
 
 
 def test_a_notebook_leaves_the_files_a_plain_directory_has_and_runs_again_unchanged(zarrfs):
