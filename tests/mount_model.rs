@@ -2,14 +2,14 @@
 //! mountpoint-s3 checks its filesystem: random sequences of file
 //! operations (writes, appends, writes in place, truncates, mkdir, rmdir,
 //! unlink, rename, link (a copy on a mount, so in the model), files held
-//! open across steps) go to a real mount and
-//! to an in-memory model, mixed with commits, discards, remounts, kills
-//! of the daemon after an fsync, checkouts of earlier commits, and
-//! commits of another mount of the branch (which this one's commits
-//! rebase over). After each step the
-//! mount must answer as the model does (the same success or the same
-//! errno, the errno Linux gives on a local filesystem) and show the same
-//! tree, file for file and byte for byte; at the end, what was committed
+//! open across steps) go to a real mount and to an in-memory model, mixed
+//! with commits, discards, remounts, kills of the daemon after an fsync,
+//! checkouts of earlier commits, reads of the branch through
+//! `.zarrfs/branches/main/`, and commits of another mount of the branch
+//! (which this one's commits rebase over). After each step the mount must
+//! answer as the model does (the same success or the same errno, the
+//! errno Linux gives on a local filesystem) and show the same tree, file
+//! for file and byte for byte; at the end, what was committed
 //! must be what a fresh session of the branch shows.
 
 mod mount_util;
@@ -126,6 +126,9 @@ enum Op {
     /// Check out the commit made this many commits ago (if the session
     /// has no changes), read it, and go back to the tip.
     Peek(usize),
+    /// Read the branch's newest commit through `.zarrfs/branches/main/`:
+    /// what this mount and the other one committed last.
+    ReadBranch,
     /// Another mount of the branch writes `z/<name>` and commits: this
     /// mount's commits rebase over it (no path of theirs is under `z`),
     /// and its view shows it from its next commit or checkout on.
@@ -143,6 +146,7 @@ impl Op {
                 | Op::Crash
                 | Op::Pause
                 | Op::Peek(_)
+                | Op::ReadBranch
                 | Op::OtherCommit(..)
         )
     }
@@ -185,6 +189,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => Just(Op::Pause),
         1 => (0..4usize).prop_map(Op::Peek),
+        1 => Just(Op::ReadBranch),
         1 => (prop::sample::select(&["p", "q"][..]), theirs)
             .prop_map(|(name, b)| Op::OtherCommit(name, b)),
     ]
@@ -690,6 +695,15 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     })?;
                     seen = theirs.clone();
                 }
+            }
+            Op::ReadBranch => {
+                // Ours rebase over theirs, which are all under `z`.
+                prop_assert_eq!(
+                    &read_tree(&m.path.join(".zarrfs/branches/main")),
+                    &committed.joined(&theirs),
+                    "step {}: the branch's newest commit",
+                    step
+                );
             }
             Op::OtherCommit(name, bytes) => {
                 let b = other.get_or_insert_with(|| scratch.mount("other", &[]));
