@@ -479,12 +479,7 @@ fn daemon_pid(mountpoint: &Path) -> Option<i32> {
 
 /// Whether a process is gone (or a zombie nobody reaped yet).
 fn exited(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => true,
-    }
+    crate::session::process_state(pid).is_none_or(|state| matches!(state, 'Z' | 'X'))
 }
 
 pub fn umount(args: UmountArgs) -> Result<(), Failure> {

@@ -709,17 +709,25 @@ const EXITING_HOLDER_WAIT: Duration = Duration::from_secs(5);
 /// A killed daemon is so until every thread has run its exit, which under
 /// load can take a while.
 fn holder_is_exiting(holder: &str) -> bool {
-    let Some(pid) = holder
+    holder
         .strip_prefix("process ")
         .and_then(|rest| rest.split(' ').next())
-        .and_then(|pid| pid.parse::<u32>().ok())
-    else {
-        return false;
-    };
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .is_some_and(|pid| process_state(pid) == Some('Z'))
+}
+
+/// The state letter of a process's main thread in `/proc/PID/stat` (`R`,
+/// `S`, `Z` for a zombie, ...); `None` if there is no such process, `?`
+/// if its line cannot be read.
+pub(crate) fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name before the state is in parentheses and may hold
+    // anything, spaces and ')' too: the state follows the last ')'.
+    Some(
         stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .unwrap_or('?'),
+    )
 }
 
 /// Who holds a session's lock, if anyone.
