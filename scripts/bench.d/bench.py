@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -179,6 +180,11 @@ class Bench:
         # work in the same checkout) must not change what is measured.
         self.zarrfs = os.path.join(self.scratch, "zarrfs")
         shutil.copy2(args.zarrfs, self.zarrfs)
+        self.fuse_floor = None
+        if args.fuse_floor:
+            self.fuse_floor = os.path.join(self.scratch, "fuse_floor")
+            shutil.copy2(args.fuse_floor, self.fuse_floor)
+        self.floors: dict[str, subprocess.Popen] = {}   # FUSE floor mountpoint -> its process
 
     # ---- bookkeeping for scripts/bench's last-resort cleanup --
 
@@ -280,7 +286,53 @@ class Bench:
         self.mounts.pop(mp, None)
         self.save_state()
 
+    def mount_floor(self, mp):
+        """Mount the FUSE floor (bench.d/fuse_floor.rs) at `mp`, mirroring
+        a directory of its own beside it; None, with a note, if it
+        cannot run here (no binary, no FUSE passthrough)."""
+        if not self.fuse_floor:
+            self.note("FUSE floor: no fuse_floor binary (see scripts/bench output)")
+            return None
+        backing = mp + "-backing"
+        os.makedirs(backing)
+        os.makedirs(mp)
+        self.mounts[mp] = None
+        proc = subprocess.Popen([self.fuse_floor, backing, mp], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        self.floors[mp] = proc
+        self.procs.add(proc)
+        self.save_state()
+        deadline = time.monotonic() + 10
+        while not is_fuse_mount(mp):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                error = proc.stderr.read().strip() if proc.poll() is not None else "timed out"
+                self.umount_floor(mp)
+                self.note(f"FUSE floor: fuse_floor did not mount ({error[-300:]})")
+                return None
+            time.sleep(0.02)
+        return mp
+
+    def umount_floor(self, mp):
+        proc = self.floors.pop(mp)
+        if is_fuse_mount(mp):
+            subprocess.run(["umount", mp] if os.geteuid() == 0 else ["fusermount3", "-u", mp],
+                           capture_output=True)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+            proc.kill()
+            proc.wait()
+        self.procs.discard(proc)
+        self.mounts.pop(mp, None)
+        self.save_state()
+
     def cleanup(self):
+        for mp in list(self.floors):
+            try:
+                self.umount_floor(mp)
+            except Exception as e:
+                print(f"   cleanup of {mp}: {e}", file=sys.stderr)
         for proc in list(self.procs):
             try:
                 proc.kill()
@@ -339,6 +391,14 @@ class Bench:
                              f">= {target:.2f}" if target else "", (ratio >= target) if target else None,
                              reference, note))
 
+    def floor_row(self, name, z, floor, plain, mib, note):
+        """zarrfs against the FUSE floor (no target), and the floor
+        against the plain directory in the note: what FUSE itself costs
+        here, and what zarrfs costs beyond it."""
+        self.ratio_row(f"{name} vs FUSE floor", z, floor, mib, "MiB/s", None,
+                       "fuse_floor: a FUSE mount mirroring a plain directory, no versioning",
+                       f"{note}; the floor itself: {plain / floor:.2f} of the plain dir")
+
     def max_time_row(self, name, z, limit, note="", ref=None, reference=""):
         self.rows.append(Row(name, z, ref, "", "", None, f"<= {fmt_s(limit)}",
                              z <= limit, reference, note))
@@ -357,7 +417,8 @@ class Bench:
 
         W1 large files: 1,024 files of 1 MiB (one directory) written with
           1 MiB write(2)s through the mount vs into a plain directory
-          (open/write/close; close included; no commit, no fsync).
+          (open/write/close; close included; no commit, no fsync), and
+          through the FUSE floor (mount_floor) as a third side in turn.
         W2 small files: 100,000 files of 4 KiB in 100 directories of
           1,000, the same way.
         W4a: the commit of W2's 100,000 new files: each W2 repetition
@@ -381,24 +442,31 @@ class Bench:
         mp = os.path.join(self.scratch, "mnt-files")
         os.makedirs(plain)
 
-        def sides(rep):
-            both = [("plain", plain), ("zarrfs", mp)]
-            return both if rep % 2 == 0 else both[::-1]
+        def sides(rep, floor=None):
+            """Each side in turn first: plain and zarrfs alternating, the
+            floor (if any) going round with them."""
+            order = [("plain", plain), ("zarrfs", mp)] + ([("floor", floor)] if floor else [])
+            if not floor:
+                return order if rep % 2 == 0 else order[::-1]
+            return order[rep % 3:] + order[:rep % 3]
 
-        def write_reps(key, reps, dirs, per_dir, size, pid):
-            """Write `reps` trees on both sides; commit each zarrfs tree
+        def write_reps(key, reps, dirs, per_dir, size, pid, floor=None):
+            """Write `reps` trees on each side; commit each zarrfs tree
             right after writing it (its data still dirty, as a user's
             commit finds it). Returns times per side and commit times."""
-            times = {"plain": [], "zarrfs": []}
+            times = {"plain": [], "zarrfs": [], "floor": []}
             commits = []
             syncs = []
             for rep in range(reps):
-                for side, root in sides(rep):
+                for side, root in sides(rep, floor):
                     os.sync()
                     cpu0 = cpu_seconds(pid)
                     r = self.files("write", os.path.join(root, f"{key}_r{rep}"),
                                    dirs=dirs, per_dir=per_dir, size=size)
                     times[side].append(r["seconds"])
+                    if side == "floor":
+                        self.note(f"{key.upper()} rep {rep} FUSE floor: {r['seconds']:.3f} s")
+                        continue
                     if side == "plain":
                         t0 = time.perf_counter()
                         os.sync()
@@ -418,13 +486,19 @@ class Bench:
         # -- W1: a daemon of its own.
         self.say(f"W1: {s.w1_files} files of {s.w1_size // KiB} KiB, {s.w1_reps} repetition(s)")
         pid = self.mount(repo, mp)
+        floor = self.mount_floor(os.path.join(self.scratch, "mnt-floor"))
         self.hwm = 0.0
-        w1, _, _ = write_reps("w1", s.w1_reps, 1, s.w1_files, s.w1_size, pid)
+        w1, _, _ = write_reps("w1", s.w1_reps, 1, s.w1_files, s.w1_size, pid, floor)
         self.note(f"daemon VmHWM after W1: {hwm_mib(pid):.0f} MiB")
         self.umount(mp)
+        if floor:
+            self.umount_floor(floor)
         w1_bytes = s.w1_files * s.w1_size
         self.ratio_row(f"W1 write {s.w1_files} x {s.w1_size // KiB} KiB", median(w1["zarrfs"]),
                        median(w1["plain"]), w1_bytes / MiB, "MiB/s", 0.85, "plain dir, same writer")
+        if floor:
+            self.floor_row("W1 write", median(w1["zarrfs"]), median(w1["floor"]),
+                           median(w1["plain"]), w1_bytes / MiB, "same writer")
 
         # -- W2 + W4a: a fresh daemon, so that its VmHWM covers W2 and W4a only.
         n2 = s.w2_dirs * s.w2_per_dir
@@ -657,7 +731,9 @@ class Bench:
         For the 1 MiB chunks, the plain directory and Icechunk also write
         twice more each ending with syncfs(2) (zarr_e2e.py --durable),
         rows without a target: a zarrfs commit leaves the data on the
-        disk, and these say what that costs the others.
+        disk, and these say what that costs the others. The 1 MiB chunks
+        are also written twice with LocalStore on the FUSE floor (see
+        mount_floor), a row without a target.
         See zarr_e2e.py for what exactly is timed."""
         s = self.sizes
         if not self.venv_py:
@@ -674,6 +750,10 @@ class Bench:
             stores["icechunk"] = os.path.join(self.scratch, "w7-icechunk")
         os.makedirs(stores["plain"])
         daemon = self.mount(repo, mp)
+        # zarr-python on the FUSE floor writes the 1 MiB chunks too.
+        floor = self.mount_floor(os.path.join(self.scratch, "mnt-w7-floor"))
+        if floor:
+            stores["floor"] = floor
         for label, (shape, chunks), write_target, read_target in (
             ("1 MiB chunks", s.w7_big, 0.95, 0.95),
             ("4 KiB chunks", s.w7_small, 0.90, 0.90),
@@ -685,13 +765,14 @@ class Bench:
             # them), keeping the median (of two, the mean) of each
             # store's. The second write makes an array of its own; the
             # reads read the first.
-            order = list(stores)
+            order = [st for st in stores if st != "floor"]
             both = order + order[::-1]
             read_rounds = s.w7_big_read_rounds if name == "big" else 1
             # The durable writes (big chunks only) go between, in the
             # same way: "plain durable" writes arrays of its own.
             durable = [f"{st} durable" for st in order if st != "zarrfs"] if name == "big" else []
-            writes = order + durable + durable[::-1] + order[::-1]
+            floors = ["floor"] if floor and name == "big" else []
+            writes = order + floors + durable + durable[::-1] + floors + order[::-1]
             runs = [("write", st) for st in writes] + [("read", st) for st in both * read_rounds]
             done = {}
             for op, store in runs:
@@ -700,20 +781,22 @@ class Bench:
                 else:
                     os.sync()
                 store_kind, _, durably = store.partition(" ")
+                # The floor is zarr-python's LocalStore on its mountpoint.
+                e2e_kind = "plain" if store_kind == "floor" else store_kind
                 array = name if op == "read" else f"{name}-{durably}" if durably else name
                 if op == "write" and (op, store) in done:
                     array += "-again"
                 daemon_cpu = cpu_seconds(daemon)
-                r = self.run([self.venv_py, os.path.join(HERE, "zarr_e2e.py"), op, store_kind,
+                r = self.run([self.venv_py, os.path.join(HERE, "zarr_e2e.py"), op, e2e_kind,
                               stores[store_kind], "--array", array,
                               "--shape", ",".join(map(str, shape)),
                               "--chunks", ",".join(map(str, chunks)),
                               *(["--durable"] if durably else [])])
                 daemon_cpu = cpu_seconds(daemon) - daemon_cpu
                 split = ""
-                if op == "write" and store != "plain":
+                if op == "write" and (e2e_kind != "plain" or durably):
                     split = f" (store writes {r['write_seconds']:.3f} s"
-                    if store_kind != "plain":
+                    if e2e_kind != "plain":
                         split += f" + commit {r['commit_seconds']:.3f} s"
                     if durably:
                         split += f" + syncfs {r['sync_seconds']:.3f} s"
@@ -748,7 +831,13 @@ class Bench:
                                mib, "MiB/s", None,
                                ("zarr LocalStore, plain dir" if plain_dir else "Icechunk, local storage")
                                + ", then syncfs(2)", "mean of 2 writes each: data on the disk at the end")
+            if ("write", "floor") in res:
+                self.floor_row(f"W7 {label} write", res[("write", "zarrfs")]["seconds"],
+                               res[("write", "floor")]["seconds"], res[("write", "plain")]["seconds"],
+                               mib, "zarr LocalStore; mean of 2 writes each, zarrfs's incl. commit")
         self.umount(mp)
+        if floor:
+            self.umount_floor(floor)
 
 
 # -------------------------------------------------------------- helpers --
@@ -822,6 +911,20 @@ def is_daemon(pid):
     except OSError:
         return False
     return any(a.endswith(b"zarrfs") for a in argv[:1]) and b"--foreground" in argv
+
+
+def is_fuse_mount(path):
+    """Whether a FUSE filesystem is mounted at `path` (/proc/mounts
+    escapes spaces and the like as octal)."""
+    path = os.path.abspath(path)
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[2].startswith("fuse"):
+                where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                if where == path:
+                    return True
+    return False
 
 
 def stop_daemon(pid, wait=30.0):
@@ -926,6 +1029,7 @@ def main():
                    "as-is (default with --quick): leave it as the machine has it")
     p.add_argument("--zarrfs", required=True, help=argparse.SUPPRESS)
     p.add_argument("--venv-python", default="", help=argparse.SUPPRESS)
+    p.add_argument("--fuse-floor", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     sizes = QUICK if args.quick else Sizes()
     only = set(WORKLOADS if not args.only else [w.strip().upper() for w in args.only.split(",")])
