@@ -731,8 +731,8 @@ class Bench:
         For the 1 MiB chunks, the plain directory and Icechunk also write
         twice more each ending with syncfs(2) (zarr_e2e.py --durable),
         rows without a target: a zarrfs commit leaves the data on the
-        disk, and these say what that costs the others. The 1 MiB chunks
-        are also written twice with LocalStore on the FUSE floor (see
+        disk, and these say what that costs the others. Both arrays are
+        also written twice with LocalStore on the FUSE floor (see
         mount_floor), a row without a target.
         See zarr_e2e.py for what exactly is timed."""
         s = self.sizes
@@ -750,7 +750,7 @@ class Bench:
             stores["icechunk"] = os.path.join(self.scratch, "w7-icechunk")
         os.makedirs(stores["plain"])
         daemon = self.mount(repo, mp)
-        # zarr-python on the FUSE floor writes the 1 MiB chunks too.
+        # zarr-python writes both arrays on the FUSE floor too.
         floor = self.mount_floor(os.path.join(self.scratch, "mnt-w7-floor"))
         if floor:
             stores["floor"] = floor
@@ -771,7 +771,7 @@ class Bench:
             # The durable writes (big chunks only) go between, in the
             # same way: "plain durable" writes arrays of its own.
             durable = [f"{st} durable" for st in order if st != "zarrfs"] if name == "big" else []
-            floors = ["floor"] if floor and name == "big" else []
+            floors = ["floor"] if floor else []
             writes = order + floors + durable + durable[::-1] + floors + order[::-1]
             runs = [("write", st) for st in writes] + [("read", st) for st in both * read_rounds]
             done = {}
