@@ -391,11 +391,11 @@ class Bench:
                              f">= {target:.2f}" if target else "", (ratio >= target) if target else None,
                              reference, note))
 
-    def floor_row(self, name, z, floor, plain, mib, note):
+    def floor_row(self, name, z, floor, plain, amount, unit, note):
         """zarrfs against the FUSE floor (no target), and the floor
         against the plain directory in the note: what FUSE itself costs
         here, and what zarrfs costs beyond it."""
-        self.ratio_row(f"{name} vs FUSE floor", z, floor, mib, "MiB/s", None,
+        self.ratio_row(f"{name} vs FUSE floor", z, floor, amount, unit, None,
                        "fuse_floor: a FUSE mount mirroring a plain directory, no versioning",
                        f"{note}; the floor itself: {plain / floor:.2f} of the plain dir")
 
@@ -420,7 +420,7 @@ class Bench:
           (open/write/close; close included; no commit, no fsync), and
           through the FUSE floor (mount_floor) as a third side in turn.
         W2 small files: 100,000 files of 4 KiB in 100 directories of
-          1,000, the same way.
+          1,000, the same way (the floor too).
         W4a: the commit of W2's 100,000 new files: each W2 repetition
           writes a new directory tree and commits it at once (no sync
           before: the commit makes the new files' data durable, as it
@@ -498,19 +498,25 @@ class Bench:
                        median(w1["plain"]), w1_bytes / MiB, "MiB/s", 0.85, "plain dir, same writer")
         if floor:
             self.floor_row("W1 write", median(w1["zarrfs"]), median(w1["floor"]),
-                           median(w1["plain"]), w1_bytes / MiB, "same writer")
+                           median(w1["plain"]), w1_bytes / MiB, "MiB/s", "same writer")
 
         # -- W2 + W4a: a fresh daemon, so that its VmHWM covers W2 and W4a only.
         n2 = s.w2_dirs * s.w2_per_dir
         self.say(f"W2/W4a: {n2} files of {s.w2_size // KiB} KiB in {s.w2_dirs} dirs, {s.reps} repetition(s)")
         pid = self.mount(repo, mp)
+        floor = self.mount_floor(os.path.join(self.scratch, "mnt-floor-w2"))
         self.hwm = 0.0
-        w2, w4a, w2_syncs = write_reps("w2", s.reps, s.w2_dirs, s.w2_per_dir, s.w2_size, pid)
+        w2, w4a, w2_syncs = write_reps("w2", s.reps, s.w2_dirs, s.w2_per_dir, s.w2_size, pid, floor)
         hwm_w2 = self.hwm
         hwm_w4a = hwm_mib(pid)
         self.umount(mp)
+        if floor:
+            self.umount_floor(floor)
         self.ratio_row(f"W2 write {n2} x {s.w2_size // KiB} KiB", median(w2["zarrfs"]),
                        median(w2["plain"]), n2, "files/s", 0.30, "plain dir, same writer")
+        if floor:
+            self.floor_row("W2 write", median(w2["zarrfs"]), median(w2["floor"]),
+                           median(w2["plain"]), n2, "files/s", "same writer")
 
         # -- W3: read the last repetition's trees after a fresh mount.
         self.say(f"W3: read W1 and W2 back, {s.w3_reps} repetition(s)")
@@ -834,7 +840,7 @@ class Bench:
             if ("write", "floor") in res:
                 self.floor_row(f"W7 {label} write", res[("write", "zarrfs")]["seconds"],
                                res[("write", "floor")]["seconds"], res[("write", "plain")]["seconds"],
-                               mib, "zarr LocalStore; mean of 2 writes each, zarrfs's incl. commit")
+                               mib, "MiB/s", "zarr LocalStore; mean of 2 writes each, zarrfs's incl. commit")
         self.umount(mp)
         if floor:
             self.umount_floor(floor)
