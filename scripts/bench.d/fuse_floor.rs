@@ -101,18 +101,25 @@ impl Mirror {
 
     /// The entry of `parent/name`, now that it exists in the backing
     /// directory.
-    fn entry(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, PathBuf), Errno> {
+    fn entry(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         let path = self.path(parent)?.join(name);
         let meta = fs::symlink_metadata(&path).map_err(|e| errno(&e))?;
         let attr = self.attr(&meta);
-        self.paths.lock().unwrap().insert(attr.ino.0, path.clone());
-        Ok((attr, path))
+        self.paths.lock().unwrap().insert(attr.ino.0, path);
+        Ok(attr)
     }
 
     fn add_handle(&self, backing: BackingId) -> FileHandle {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap().insert(fh, backing);
         FileHandle(fh)
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, entry: Result<FileAttr, Errno>) {
+    match entry {
+        Ok(attr) => reply.entry(&TTL, &attr, GENERATION),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -132,10 +139,7 @@ impl Filesystem for Mirror {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.entry(parent, name) {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, GENERATION),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, self.entry(parent, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -163,10 +167,7 @@ impl Filesystem for Mirror {
                 .create(dir.join(name))
                 .map_err(|e| errno(&e))
         });
-        match made.and_then(|()| self.entry(parent, name)) {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, GENERATION),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, made.and_then(|()| self.entry(parent, name)));
     }
 
     fn create(
@@ -189,7 +190,7 @@ impl Filesystem for Mirror {
                 .open(dir.join(name))
                 .map_err(|e| errno(&e))
         });
-        let (file, attr) = match created.and_then(|file| Ok((file, self.entry(parent, name)?.0))) {
+        let (file, attr) = match created.and_then(|file| Ok((file, self.entry(parent, name)?))) {
             Ok(made) => made,
             Err(e) => return reply.error(e),
         };
@@ -228,10 +229,7 @@ impl Filesystem for Mirror {
             let to = self.path(newparent)?.join(newname);
             fs::hard_link(from, to).map_err(|e| errno(&e))
         });
-        match linked.and_then(|()| self.entry(newparent, newname)) {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, GENERATION),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, linked.and_then(|()| self.entry(newparent, newname)));
     }
 
     /// Files only (zarr-python renames each chunk's temporary file into
