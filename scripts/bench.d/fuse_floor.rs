@@ -25,8 +25,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -46,7 +46,7 @@ struct Mirror {
     root_ino: u64,
     paths: Mutex<HashMap<u64, PathBuf>>,
     /// Open files: the backing the kernel does their I/O on.
-    handles: Mutex<HashMap<u64, BackingId>>,
+    handles: Mutex<HashMap<u64, Arc<BackingId>>>,
     next_handle: AtomicU64,
 }
 
@@ -109,10 +109,13 @@ impl Mirror {
         Ok(attr)
     }
 
-    fn add_handle(&self, backing: BackingId) -> FileHandle {
+    /// A handle for an open file, and the backing to reply with (held
+    /// outside the table's lock while the reply goes out).
+    fn add_handle(&self, backing: BackingId) -> (FileHandle, Arc<BackingId>) {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(fh, backing);
-        FileHandle(fh)
+        let backing = Arc::new(backing);
+        self.handles.lock().unwrap().insert(fh, backing.clone());
+        (FileHandle(fh), backing)
     }
 }
 
@@ -196,10 +199,8 @@ impl Filesystem for Mirror {
         };
         match reply.open_backing(&file) {
             Ok(backing) => {
-                let fh = self.add_handle(backing);
-                let backing = self.handles.lock().unwrap();
-                let id = &backing[&fh.0];
-                reply.created_passthrough(&TTL, &attr, GENERATION, fh, FopenFlags::empty(), id);
+                let (fh, id) = self.add_handle(backing);
+                reply.created_passthrough(&TTL, &attr, GENERATION, fh, FopenFlags::empty(), &id);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -280,9 +281,8 @@ impl Filesystem for Mirror {
         };
         match reply.open_backing(&file) {
             Ok(backing) => {
-                let fh = self.add_handle(backing);
-                let backing = self.handles.lock().unwrap();
-                reply.opened_passthrough(fh, FopenFlags::empty(), &backing[&fh.0]);
+                let (fh, id) = self.add_handle(backing);
+                reply.opened_passthrough(fh, FopenFlags::empty(), &id);
             }
             Err(e) => reply.error(errno(&e)),
         }
