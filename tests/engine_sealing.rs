@@ -176,6 +176,23 @@ fn a_file_renamed_after_it_closed_is_sealed_without_waiting() {
 }
 
 #[test]
+fn a_renamed_file_open_for_reading_waits_as_it_would_unrenamed() {
+    let (_dir, repo, mut session) = session();
+    let sealer = session.sealer();
+    let delay = Duration::from_secs(3);
+    session.write_file("c/0.partial", b"small chunk").unwrap();
+    session.rename("c/0.partial", "c/0").unwrap();
+    // Due at once, but a reader has it open: it goes back in the queue.
+    let pass = sealer.seal_due(delay, usize::MAX, &|_| true);
+    assert_eq!((pass.sealed, pass.more), (0, true), "open for reading");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A small file waits a third of the delay, renamed or not.
+    let pass = sealer.seal_due(delay, usize::MAX, &|_| false);
+    assert_eq!((pass.sealed, pass.more), (1, false), "due a second later");
+    assert!(object_bytes(&repo, b"small chunk").is_some());
+}
+
+#[test]
 fn renamed_removed_and_discarded_files_behave_as_unsealed_ones() {
     let (_dir, repo, mut session) = session();
     let sealer = session.sealer();

@@ -70,8 +70,10 @@ struct State {
     /// editors, rsync) says the file is final, so waiting out the delay
     /// would only leave it to the commit.
     renamed: VecDeque<(u64, u64)>,
-    /// The live ticket of each queued file; a write open takes it away.
-    tickets: HashMap<u64, u64>,
+    /// The live ticket of each queued file, and which queue it went to
+    /// (where it waits if it is busy when it comes up); a write open
+    /// takes it away.
+    tickets: HashMap<u64, (u64, Size)>,
     next_ticket: u64,
     /// By staged number: a commit asks for them in path order, which for
     /// files written one after another is their order here too.
@@ -90,6 +92,13 @@ struct State {
 #[derive(Default)]
 pub(super) struct Seals {
     state: Mutex<State>,
+}
+
+impl State {
+    /// The live ticket of queued file `n`.
+    fn ticket(&self, n: u64) -> Option<u64> {
+        self.tickets.get(&n).map(|&(ticket, _)| ticket)
+    }
 }
 
 impl Seals {
@@ -118,20 +127,21 @@ impl Seals {
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.tickets.insert(n, ticket);
-        state.queues[Size::of(size()) as usize].push_back((n, ticket, Instant::now()));
+        let size = Size::of(size());
+        state.tickets.insert(n, (ticket, size));
+        state.queues[size as usize].push_back((n, ticket, Instant::now()));
     }
 
     /// Closed staged file `n` was renamed: it is due at once. A file still
     /// open for writing, or sealed already, is left as it is.
     pub fn renamed(&self, n: u64) {
         let mut state = self.lock();
-        if !state.tickets.contains_key(&n) {
+        let Some(&(_, size)) = state.tickets.get(&n) else {
             return;
-        }
+        };
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.tickets.insert(n, ticket); // voids its entry in `queue`
+        state.tickets.insert(n, (ticket, size)); // voids its entry in `queue`
         state.renamed.push_back((n, ticket));
     }
 
@@ -233,7 +243,7 @@ impl Sealer {
             let key = hashed.id.key_in("objects");
             {
                 let mut state = self.seals.lock();
-                if state.retired || state.tickets.get(&n) != Some(&ticket) {
+                if state.retired || state.ticket(n) != Some(ticket) {
                     continue; // opened for writing since it was taken
                 }
                 state.tickets.remove(&n);
@@ -356,9 +366,9 @@ impl Sealer {
         let mut due = Vec::new();
         let mut busy = Vec::new();
         while due.len() < limit {
-            // A renamed file that is busy waits as a large one would.
-            let (n, ticket, size) = match state.renamed.pop_front() {
-                Some((n, ticket)) => (n, ticket, Size::Large),
+            // A renamed file that is busy waits in its own queue.
+            let (n, ticket) = match state.renamed.pop_front() {
+                Some((n, ticket)) => (n, ticket),
                 None => {
                     let is_due = |queue: &VecDeque<(u64, u64, Instant)>, size: Size| {
                         queue
@@ -372,12 +382,13 @@ impl Sealer {
                         break;
                     };
                     let (n, ticket, _) = state.queues[size as usize].pop_front().unwrap();
-                    (n, ticket, size)
+                    (n, ticket)
                 }
             };
-            if state.tickets.get(&n) != Some(&ticket) {
-                continue;
-            }
+            let size = match state.tickets.get(&n) {
+                Some(&(live, size)) if live == ticket => size,
+                _ => continue, // void
+            };
             if in_use(n) {
                 busy.push((n, ticket, size));
             } else {
