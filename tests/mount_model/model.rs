@@ -1,0 +1,246 @@
+//! The model: a directory tree in memory, with files by identity as a
+//! local filesystem keeps them, and what Linux answers for each
+//! operation on it.
+
+use std::collections::BTreeMap;
+
+use super::ops::{Bytes, HANDLES, Op};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    File(Bytes),
+    Dir,
+}
+
+/// A tree as a program sees it: every file (with its bytes) and
+/// directory by path, the root implied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree(pub BTreeMap<String, Node>);
+
+impl Tree {
+    /// This tree and `other`, whose paths are not this one's.
+    pub fn joined(&self, other: &Tree) -> Tree {
+        let mut joined = self.clone();
+        joined.0.extend(other.0.clone());
+        joined
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A file by its identity (an inode).
+    File(u64),
+    Dir,
+}
+
+/// The model: paths naming files and directories, and files by identity,
+/// as on a local filesystem: a file keeps its identity when renamed or
+/// truncated, and a file held open keeps its bytes after it is unlinked
+/// or replaced.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    entries: BTreeMap<String, Entry>,
+    contents: BTreeMap<u64, Bytes>,
+    files_made: u64,
+    pub handles: [Option<u64>; HANDLES],
+}
+
+pub fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+pub fn write_at(file: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    if bytes.is_empty() {
+        // Writing nothing does not extend a file, whatever the offset.
+        return;
+    }
+    let end = offset as usize + bytes.len();
+    if file.len() < end {
+        file.resize(end, 0);
+    }
+    file[offset as usize..end].copy_from_slice(bytes);
+}
+
+impl Model {
+    /// The model of a committed tree, no file open.
+    pub fn from_tree(tree: &Tree) -> Model {
+        let mut model = Model::default();
+        for (path, node) in &tree.0 {
+            let entry = match node {
+                Node::Dir => Entry::Dir,
+                Node::File(bytes) => model.new_file(bytes.clone()),
+            };
+            model.entries.insert(path.clone(), entry);
+        }
+        model
+    }
+
+    /// A file of a new identity holding `bytes`, not yet at any path.
+    pub fn new_file(&mut self, bytes: Bytes) -> Entry {
+        self.files_made += 1;
+        self.contents.insert(self.files_made, bytes);
+        Entry::File(self.files_made)
+    }
+
+    pub fn tree(&self) -> Tree {
+        Tree(
+            self.entries
+                .iter()
+                .map(|(path, entry)| {
+                    let node = match entry {
+                        Entry::File(id) => Node::File(self.contents[id].clone()),
+                        Entry::Dir => Node::Dir,
+                    };
+                    (path.clone(), node)
+                })
+                .collect(),
+        )
+    }
+
+    /// What resolving `path`'s parent directories gives: ENOENT for a
+    /// missing one, ENOTDIR for a file on the way.
+    pub fn check_parents(&self, path: &str) -> Result<(), i32> {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            let dir = &path[..at + slash];
+            match self.entries.get(dir) {
+                None => return Err(libc::ENOENT),
+                Some(Entry::File(_)) => return Err(libc::ENOTDIR),
+                Some(Entry::Dir) => {}
+            }
+            at += slash + 1;
+        }
+        Ok(())
+    }
+
+    /// The existing entry at `path`, its parents checked.
+    pub fn existing(&self, path: &str) -> Result<Entry, i32> {
+        self.check_parents(path)?;
+        self.entries.get(path).copied().ok_or(libc::ENOENT)
+    }
+
+    pub fn has_children(&self, dir: &str) -> bool {
+        self.entries.keys().any(|p| is_below(p, dir))
+    }
+
+    /// The identity of the existing file at `path`.
+    pub fn file(&self, path: &str) -> Result<u64, i32> {
+        match self.existing(path)? {
+            Entry::Dir => Err(libc::EISDIR),
+            Entry::File(id) => Ok(id),
+        }
+    }
+
+    pub fn bytes(&mut self, path: &str) -> Result<&mut Bytes, i32> {
+        let id = self.file(path)?;
+        Ok(self.contents.get_mut(&id).unwrap())
+    }
+
+    /// Apply `op` as Linux does on a local filesystem: the bytes a read
+    /// returns, or the errno.
+    pub fn apply(&mut self, op: &Op) -> Result<Option<Bytes>, i32> {
+        match op {
+            Op::Write(path, bytes) => {
+                self.check_parents(path)?;
+                match self.entries.get(path) {
+                    Some(Entry::Dir) => return Err(libc::EISDIR),
+                    Some(Entry::File(id)) => *self.contents.get_mut(id).unwrap() = bytes.clone(),
+                    None => {
+                        let file = self.new_file(bytes.clone());
+                        self.entries.insert(path.clone(), file);
+                    }
+                }
+            }
+            Op::Append(path, bytes) => self.bytes(path)?.extend_from_slice(bytes),
+            Op::WriteAt(path, offset, bytes) => write_at(self.bytes(path)?, *offset, bytes),
+            Op::Truncate(path, len) => self.bytes(path)?.resize(*len as usize, 0),
+            Op::Mkdir(path) => {
+                self.check_parents(path)?;
+                if self.entries.contains_key(path) {
+                    return Err(libc::EEXIST);
+                }
+                self.entries.insert(path.clone(), Entry::Dir);
+            }
+            Op::Rmdir(path) => match self.existing(path)? {
+                Entry::File(_) => return Err(libc::ENOTDIR),
+                Entry::Dir if self.has_children(path) => return Err(libc::ENOTEMPTY),
+                Entry::Dir => {
+                    self.entries.remove(path);
+                }
+            },
+            Op::Unlink(path) => {
+                self.file(path)?;
+                self.entries.remove(path);
+            }
+            Op::Rename(from, to) => self.rename(from, to)?,
+            Op::Link(from, to) => self.link(from, to)?,
+            Op::Open(slot, path) => {
+                self.handles[*slot] = None;
+                self.handles[*slot] = Some(self.file(path)?);
+            }
+            Op::HandleWrite(slot, offset, bytes) => {
+                if let Some(id) = self.handles[*slot] {
+                    write_at(self.contents.get_mut(&id).unwrap(), *offset, bytes);
+                }
+            }
+            Op::HandleRead(slot) => {
+                return Ok(self.handles[*slot].map(|id| self.contents[&id].clone()));
+            }
+            Op::Close(slot) => self.handles[*slot] = None,
+            _ => assert!(op.is_session_action()),
+        }
+        Ok(None)
+    }
+
+    /// A new file at `to` with the bytes of the one at `from`. Linux
+    /// resolves the source first, then the target's directory, and
+    /// refuses a directory last.
+    pub fn link(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        let source = self.existing(from)?;
+        self.check_parents(to)?;
+        if self.entries.contains_key(to) {
+            return Err(libc::EEXIST);
+        }
+        let Entry::File(id) = source else {
+            return Err(libc::EPERM);
+        };
+        let copy = self.new_file(self.contents[&id].clone());
+        self.entries.insert(to.to_owned(), copy);
+        Ok(())
+    }
+
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
+        // Both parents are resolved before either name is looked up.
+        self.check_parents(from)?;
+        self.check_parents(to)?;
+        let source = *self.entries.get(from).ok_or(libc::ENOENT)?;
+        if from == to {
+            return Ok(());
+        }
+        if is_below(to, from) {
+            return Err(libc::EINVAL);
+        }
+        if is_below(from, to) {
+            // The target is an ancestor of the source: not empty.
+            return Err(libc::ENOTEMPTY);
+        }
+        match (source, self.entries.get(to)) {
+            (Entry::File(_), Some(Entry::Dir)) => return Err(libc::EISDIR),
+            (Entry::Dir, Some(Entry::File(_))) => return Err(libc::ENOTDIR),
+            (Entry::Dir, Some(Entry::Dir)) if self.has_children(to) => {
+                return Err(libc::ENOTEMPTY);
+            }
+            _ => {}
+        }
+        let moved: Vec<(String, Entry)> = self
+            .entries
+            .iter()
+            .filter(|(p, _)| p.as_str() == from || is_below(p, from))
+            .map(|(p, e)| (format!("{to}{}", &p[from.len()..]), *e))
+            .collect();
+        self.entries.retain(|p, _| p != from && !is_below(p, from));
+        self.entries.remove(to);
+        self.entries.extend(moved);
+        Ok(())
+    }
+}
