@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -78,21 +78,52 @@ fn reading_and_writing_one_file_through_passthrough_and_beside_it() {
     // never carries files, so that the path names the committed blob.
     std::fs::write(m.path.join(".zarrfs/checkout"), b"\n").unwrap();
 
-    // A reader of the committed bytes, then a writer in place while it is
+    // A reader of the committed bytes, then writers in place while it is
     // open: with passthrough the kernel holds the committed file for that
-    // inode, so the write open is refused (ETXTBSY); without, it works.
-    // Writing a new file and renaming it over always works.
+    // inode, so the path gets a new one (the kernel retries the open on
+    // ESTALE); the reader keeps the committed bytes either way.
     let passthrough = status["passthrough"] == true;
     let mut reader = File::open(&path).unwrap();
     assert_eq!(read_all(&mut reader), b"committed");
-    match OpenOptions::new().write(true).open(&path) {
-        Err(e) if passthrough => assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY)),
-        Err(e) => panic!("a write open failed without passthrough: {e}"),
-        Ok(_) if passthrough => {
-            panic!("a write open in place succeeded beside a passthrough reader")
-        }
-        Ok(_) => {}
-    }
+    let reader_ino = reader.metadata().unwrap().ino();
+    let mut writer = OpenOptions::new().write(true).open(&path).unwrap();
+    writer.write_all(b"C").unwrap();
+    drop(writer);
+    assert_eq!(std::fs::read(&path).unwrap(), b"Committed");
+    assert_eq!(
+        read_all(&mut reader),
+        b"committed",
+        "the reader keeps its bytes"
+    );
+    let path_ino = std::fs::metadata(&path).unwrap().ino();
+    assert_eq!(
+        path_ino != reader_ino,
+        passthrough,
+        "the path has an inode of its own with passthrough"
+    );
+    assert_eq!(
+        reader.metadata().unwrap().len(),
+        9,
+        "fstat of the reader still answers"
+    );
+    // `echo > path` and truncate(1) beside the same reader.
+    std::fs::write(&path, b"echoed").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"echoed");
+    commit(&m, "echoed");
+    std::fs::write(m.path.join(".zarrfs/checkout"), b"\n").unwrap();
+    let mut second_reader = File::open(&path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(
+        unsafe { libc::truncate(c.as_ptr(), 4) },
+        0,
+        "truncate(2) beside a reader"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"echo");
+    assert_eq!(read_all(&mut second_reader), b"echoed");
+    assert_eq!(read_all(&mut reader), b"committed");
+    drop(second_reader);
+
     std::fs::write(m.path.join("chunk.tmp"), b"rewritten").unwrap();
     std::fs::rename(m.path.join("chunk.tmp"), &path).unwrap();
     let mut second = File::open(&path).unwrap();

@@ -266,7 +266,7 @@ impl Filesystem for FuseFs {
                 drop(decision);
                 self.fs.backings.release(opened.fh);
                 self.fs.release(opened.fh);
-                reply.error(Errno::from_i32(libc::ETXTBSY))
+                reply.error(errno(self.fs.look_up_again(ino.0)))
             }
             OpenMode::Plain => reply.opened(fh, open_flags(&opened)),
         }

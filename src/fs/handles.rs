@@ -228,10 +228,12 @@ impl Fs {
         }
     }
 
-    /// Whether a write open of `ino` (view path `p`) can share the file
-    /// the kernel holds for it: only if that is the staged file the write
-    /// would go to. Opening committed bytes for writing in place while
-    /// they are open for reading through passthrough cannot be served.
+    /// Whether a write open or truncate of `ino` (view path `p`) can
+    /// share the file the kernel holds for it: only if that is the staged
+    /// file the write would go to. Where the kernel holds committed bytes
+    /// (a reader has them open through passthrough), the path moves to a
+    /// new inode first (see [`Fs::look_up_again`]), whose write copies
+    /// the bytes up while the reader keeps them.
     pub(super) fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
         if self.backings.key_of(ino).is_none() {
             return Ok(());
@@ -241,11 +243,26 @@ impl Fs {
             _ => None,
         };
         tracing::debug!(ino, path = p, held = ?self.backings.key_of(ino), wanted = ?writes_to, "write open beside a backing");
-        if self.backings.can_open(ino, writes_to) {
-            Ok(())
-        } else {
-            err(libc::ETXTBSY)
+        if self.backings.held_otherwise(ino, writes_to) {
+            return Err(self.look_up_again(ino));
         }
+        Ok(())
+    }
+
+    /// The kernel holds another file for `ino` than an open of its path
+    /// needs: give the path a new number and answer ESTALE, on which the
+    /// kernel looks the path up again and retries once (as it does for
+    /// NFS), reaching the new inode; whoever has the old one open keeps
+    /// its bytes. Should the retry meet a backing again (a reader opened
+    /// the new inode in between), it fails with ETXTBSY.
+    pub(super) fn look_up_again(&self, ino: u64) -> FsError {
+        if self.backings.is_retry(ino) {
+            return FsError(libc::ETXTBSY);
+        }
+        if let Some(fresh) = lock(&self.inodes).renumber(ino) {
+            self.backings.expect_retry(fresh);
+        }
+        FsError(libc::ESTALE)
     }
 
     fn write_handle(&self, ino: u64, append: bool, staged: StagedFile, generation: u64) -> u64 {

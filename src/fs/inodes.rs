@@ -224,6 +224,14 @@ impl InodeTable {
         }
     }
 
+    /// Detach `ino` and number its path (a file) anew at once: the number
+    /// the path's next lookup gets.
+    pub fn renumber(&mut self, ino: u64) -> Option<u64> {
+        let path = self.by_ino.get(&ino)?.path.clone();
+        self.detach(ino);
+        Some(self.number(&path, false))
+    }
+
     /// The numbers detached since the last call, with the paths they had:
     /// the kernel's entries for them are to be invalidated.
     pub fn take_detached(&mut self) -> Vec<(u64, String)> {
@@ -323,6 +331,23 @@ mod tests {
         assert_ne!(x2, x3);
         assert_eq!(t.path(x2), None);
         assert_eq!(t.lookup("", true), ROOT_INO);
+    }
+
+    #[test]
+    fn a_renumbered_path_is_looked_up_as_its_new_number() {
+        let mut t = InodeTable::new();
+        let f = t.lookup("f", false);
+        t.open(f);
+        let fresh = t.renumber(f).unwrap();
+        assert!(fresh > f);
+        assert_eq!(t.lookup("f", false), fresh, "the retry's lookup");
+        assert_eq!(t.path(f), None, "the reader's number is retired");
+        assert_eq!(t.take_detached(), vec![(f, "f".to_owned())]);
+        t.close(f);
+        t.forget(f, 1);
+        t.forget(fresh, 1);
+        assert_eq!(t.len(), 1, "nothing left behind");
+        assert_eq!(t.renumber(f), None, "a retired number has no path");
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! an inode keeps one file for its life: when a path comes to name
 //! another file while the kernel holds the old one (a commit, checkout or
 //! discard, or a truncate of committed bytes), the path gets a new inode
-//! number, as if the file had been replaced by a rename. The one case
-//! left, opening a committed file for writing in place while it is open
-//! for reading, is refused with ETXTBSY.
+//! number, as if the file had been replaced by a rename. So does a path
+//! opened (or truncated) for writing while the kernel holds the
+//! committed bytes for its inode (a reader has them open): the open is
+//! answered ESTALE, on which the kernel looks the path up again and
+//! retries once, as it does for NFS, and reaches the new inode; the
+//! reader keeps the committed bytes.
 //!
 //! The kernel lets go of an inode's backing when its last file closes, but
 //! tells the daemon (RELEASE) a little later. An open that finds another
@@ -57,7 +60,8 @@ pub struct BackingCandidate {
 pub enum OpenMode<'a> {
     /// The kernel does the I/O on this backing.
     Passthrough(&'a BackingId),
-    /// Another file backs the inode: the open cannot be served (ETXTBSY).
+    /// Another file backs the inode (or the kernel refused this one): the
+    /// open cannot be served on this inode.
     Refused,
     /// Passthrough is off: an ordinary open.
     Plain,
@@ -102,6 +106,10 @@ struct Table {
 /// How long an open waits for the releases of an inode's closed files.
 const RELEASE_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a number given for the kernel's retry of a write open
+/// counts as one: its open meeting a backing fails for good.
+const RETRY_WINDOW: Duration = Duration::from_secs(1);
+
 /// The backings the kernel holds, by inode.
 #[derive(Default)]
 pub struct Backings {
@@ -109,6 +117,9 @@ pub struct Backings {
     table: Mutex<Table>,
     /// Signalled when a handle is released.
     released: Condvar,
+    /// Inode numbers given to paths for the kernel's retry of a write
+    /// open, and when (see `Fs::check_write_backing`).
+    retries: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Backings {
@@ -186,11 +197,28 @@ impl Backings {
             .any(|in_use| in_use.key == key)
     }
 
-    /// Whether an open of `ino` that needs the file `wanted` (`None`: a
-    /// file not registered yet) can be served: the inode has no backing,
-    /// or that one, once releases in flight have arrived.
-    pub fn can_open(&self, ino: u64, wanted: Option<BackingKey>) -> bool {
-        !self.enabled() || self.wait_for(lock(&self.table), ino, wanted).1
+    /// Whether the kernel holds another file than `wanted` (`None`: a
+    /// file not registered yet) for `ino`. A release in flight counts:
+    /// giving the path a new number costs less than waiting for it.
+    pub fn held_otherwise(&self, ino: u64, wanted: Option<BackingKey>) -> bool {
+        self.key_of(ino).is_some_and(|held| Some(held) != wanted)
+    }
+
+    /// `ino` is the number a path got for the kernel's retry of an open.
+    pub fn expect_retry(&self, ino: u64) {
+        let now = Instant::now();
+        let mut retries = lock(&self.retries);
+        retries.retain(|_, at| now.duration_since(*at) < RETRY_WINDOW);
+        retries.insert(ino, now);
+    }
+
+    /// Whether `ino` is a number given for a retry: the kernel retries
+    /// once, so its open meeting a backing again (a reader opened the new
+    /// inode in between) is final.
+    pub fn is_retry(&self, ino: u64) -> bool {
+        lock(&self.retries)
+            .get(&ino)
+            .is_some_and(|at| at.elapsed() < RETRY_WINDOW)
     }
 
     /// Wait until `ino` has no backing or has `wanted`, at most
