@@ -19,7 +19,7 @@ pub fn errno(e: std::io::Error) -> i32 {
 /// the model's own test.
 pub struct Files {
     root: PathBuf,
-    pub handles: [Option<fs::File>; HANDLES],
+    handles: [Option<fs::File>; HANDLES],
     /// A plain directory's hard links share their file: the new name is
     /// then made a copy, as a mount's is.
     copy_links: bool,
@@ -39,6 +39,11 @@ impl Files {
             copy_links: true,
             ..Files::mount(root)
         }
+    }
+
+    /// Close every file held open.
+    pub fn close_handles(&mut self) {
+        self.handles = Default::default();
     }
 
     /// Apply `op`: the bytes a read returned, or the errno it failed with.
@@ -75,13 +80,17 @@ impl Files {
                     fs::write(at(to), bytes).unwrap();
                 }
             }
-            Op::Open(slot, path) => {
+            Op::Open(slot, path) | Op::OpenRead(slot, path) => {
                 self.handles[*slot] = None;
                 let file = OpenOptions::new()
                     .read(true)
-                    .write(true)
+                    .write(matches!(op, Op::Open(..)))
                     .open(at(path))
                     .map_err(errno)?;
+                // A directory opens for reading; reading it would fail so.
+                if file.metadata().map_err(errno)?.is_dir() {
+                    return Err(libc::EISDIR);
+                }
                 self.handles[*slot] = Some(file);
             }
             Op::HandleWrite(slot, offset, bytes) => {
@@ -111,7 +120,7 @@ impl Files {
 
 /// The tree the mount shows (the control directory is not listed).
 pub fn read_tree(root: &Path) -> Tree {
-    pub fn walk(dir: &Path, prefix: &str, tree: &mut Tree) {
+    fn walk(dir: &Path, prefix: &str, tree: &mut Tree) {
         for entry in fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
             let name = entry.file_name().into_string().unwrap();

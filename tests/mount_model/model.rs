@@ -2,7 +2,7 @@
 //! local filesystem keeps them, and what Linux answers for each
 //! operation on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::ops::{Bytes, HANDLES, Op};
 
@@ -27,7 +27,7 @@ impl Tree {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
+enum Entry {
     /// A file by its identity (an inode).
     File(u64),
     Dir,
@@ -37,19 +37,33 @@ pub enum Entry {
 /// as on a local filesystem: a file keeps its identity when renamed or
 /// truncated, and a file held open keeps its bytes after it is unlinked
 /// or replaced.
+///
+/// Committed files are objects, which never change (zarrfs(5)): writing
+/// one gives its path a copy, so a file open for reading keeps the
+/// committed bytes. Without commits (a plain directory) nothing is
+/// frozen.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     entries: BTreeMap<String, Entry>,
     contents: BTreeMap<u64, Bytes>,
     files_made: u64,
-    pub handles: [Option<u64>; HANDLES],
+    handles: [Option<Handle>; HANDLES],
+    /// The files that are committed objects.
+    frozen: BTreeSet<u64>,
 }
 
-pub fn is_below(path: &str, dir: &str) -> bool {
+/// A file held open in a slot.
+#[derive(Clone, Copy, Debug)]
+struct Handle {
+    id: u64,
+    writes: bool,
+}
+
+fn is_below(path: &str, dir: &str) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
-pub fn write_at(file: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+fn write_at(file: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     if bytes.is_empty() {
         // Writing nothing does not extend a file, whatever the offset.
         return;
@@ -72,11 +86,49 @@ impl Model {
             };
             model.entries.insert(path.clone(), entry);
         }
+        model.freeze();
         model
     }
 
+    /// Close every file held open.
+    pub fn close_handles(&mut self) {
+        self.handles = Default::default();
+    }
+
+    /// Every file the tree names is committed now.
+    pub fn freeze(&mut self) {
+        for entry in self.entries.values() {
+            if let Entry::File(id) = entry {
+                self.frozen.insert(*id);
+            }
+        }
+    }
+
+    /// Before file `id` is written: a committed file's path (and the
+    /// handles writing it) get a copy, which is what is written; readers
+    /// keep the object.
+    fn thaw(&mut self, id: u64) -> u64 {
+        if !self.frozen.contains(&id) {
+            return id;
+        }
+        let Entry::File(copy) = self.new_file(self.contents[&id].clone()) else {
+            unreachable!("new_file makes files")
+        };
+        for entry in self.entries.values_mut() {
+            if *entry == Entry::File(id) {
+                *entry = Entry::File(copy);
+            }
+        }
+        for handle in self.handles.iter_mut().flatten() {
+            if handle.writes && handle.id == id {
+                handle.id = copy;
+            }
+        }
+        copy
+    }
+
     /// A file of a new identity holding `bytes`, not yet at any path.
-    pub fn new_file(&mut self, bytes: Bytes) -> Entry {
+    fn new_file(&mut self, bytes: Bytes) -> Entry {
         self.files_made += 1;
         self.contents.insert(self.files_made, bytes);
         Entry::File(self.files_made)
@@ -99,7 +151,7 @@ impl Model {
 
     /// What resolving `path`'s parent directories gives: ENOENT for a
     /// missing one, ENOTDIR for a file on the way.
-    pub fn check_parents(&self, path: &str) -> Result<(), i32> {
+    fn check_parents(&self, path: &str) -> Result<(), i32> {
         let mut at = 0;
         while let Some(slash) = path[at..].find('/') {
             let dir = &path[..at + slash];
@@ -114,25 +166,32 @@ impl Model {
     }
 
     /// The existing entry at `path`, its parents checked.
-    pub fn existing(&self, path: &str) -> Result<Entry, i32> {
+    fn existing(&self, path: &str) -> Result<Entry, i32> {
         self.check_parents(path)?;
         self.entries.get(path).copied().ok_or(libc::ENOENT)
     }
 
-    pub fn has_children(&self, dir: &str) -> bool {
+    fn has_children(&self, dir: &str) -> bool {
         self.entries.keys().any(|p| is_below(p, dir))
     }
 
     /// The identity of the existing file at `path`.
-    pub fn file(&self, path: &str) -> Result<u64, i32> {
+    fn file(&self, path: &str) -> Result<u64, i32> {
         match self.existing(path)? {
             Entry::Dir => Err(libc::EISDIR),
             Entry::File(id) => Ok(id),
         }
     }
 
-    pub fn bytes(&mut self, path: &str) -> Result<&mut Bytes, i32> {
+    /// The file at `path`, to be written (a copy if it was committed).
+    fn writable(&mut self, path: &str) -> Result<u64, i32> {
         let id = self.file(path)?;
+        Ok(self.thaw(id))
+    }
+
+    /// The bytes of the file at `path`, to be written.
+    fn bytes(&mut self, path: &str) -> Result<&mut Bytes, i32> {
+        let id = self.writable(path)?;
         Ok(self.contents.get_mut(&id).unwrap())
     }
 
@@ -144,7 +203,7 @@ impl Model {
                 self.check_parents(path)?;
                 match self.entries.get(path) {
                     Some(Entry::Dir) => return Err(libc::EISDIR),
-                    Some(Entry::File(id)) => *self.contents.get_mut(id).unwrap() = bytes.clone(),
+                    Some(Entry::File(_)) => *self.bytes(path)? = bytes.clone(),
                     None => {
                         let file = self.new_file(bytes.clone());
                         self.entries.insert(path.clone(), file);
@@ -176,15 +235,24 @@ impl Model {
             Op::Link(from, to) => self.link(from, to)?,
             Op::Open(slot, path) => {
                 self.handles[*slot] = None;
-                self.handles[*slot] = Some(self.file(path)?);
+                let id = self.writable(path)?;
+                self.handles[*slot] = Some(Handle { id, writes: true });
             }
-            Op::HandleWrite(slot, offset, bytes) => {
-                if let Some(id) = self.handles[*slot] {
+            Op::OpenRead(slot, path) => {
+                self.handles[*slot] = None;
+                let id = self.file(path)?;
+                self.handles[*slot] = Some(Handle { id, writes: false });
+            }
+            Op::HandleWrite(slot, offset, bytes) => match self.handles[*slot] {
+                None => {}
+                Some(Handle { writes: false, .. }) => return Err(libc::EBADF),
+                Some(Handle { id, .. }) => {
+                    let id = self.thaw(id);
                     write_at(self.contents.get_mut(&id).unwrap(), *offset, bytes);
                 }
-            }
+            },
             Op::HandleRead(slot) => {
-                return Ok(self.handles[*slot].map(|id| self.contents[&id].clone()));
+                return Ok(self.handles[*slot].map(|h| self.contents[&h.id].clone()));
             }
             Op::Close(slot) => self.handles[*slot] = None,
             _ => assert!(op.is_session_action()),
@@ -195,7 +263,7 @@ impl Model {
     /// A new file at `to` with the bytes of the one at `from`. Linux
     /// resolves the source first, then the target's directory, and
     /// refuses a directory last.
-    pub fn link(&mut self, from: &str, to: &str) -> Result<(), i32> {
+    fn link(&mut self, from: &str, to: &str) -> Result<(), i32> {
         let source = self.existing(from)?;
         self.check_parents(to)?;
         if self.entries.contains_key(to) {
@@ -204,12 +272,16 @@ impl Model {
         let Entry::File(id) = source else {
             return Err(libc::EPERM);
         };
+        // A committed file's new name is the same object (committed too).
         let copy = self.new_file(self.contents[&id].clone());
+        if let (true, Entry::File(copy)) = (self.frozen.contains(&id), copy) {
+            self.frozen.insert(copy);
+        }
         self.entries.insert(to.to_owned(), copy);
         Ok(())
     }
 
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), i32> {
         // Both parents are resolved before either name is looked up.
         self.check_parents(from)?;
         self.check_parents(to)?;

@@ -81,7 +81,13 @@ pub enum Op {
     /// Open an existing file for reading and writing into a slot (closing
     /// what the slot held), and keep it open across the steps that follow.
     Open(usize, String),
-    /// pwrite through a slot's file, if it holds one.
+    /// Open an existing file for reading only into a slot: a reader of a
+    /// committed file keeps its bytes when the path is written (zarrfs(5),
+    /// File data through the kernel). A directory counts as EISDIR, which
+    /// reading it answers.
+    OpenRead(usize, String),
+    /// pwrite through a slot's file, if it holds one (EBADF for one open
+    /// for reading).
     HandleWrite(usize, u64, Bytes),
     /// Read a slot's file whole, if it holds one.
     HandleRead(usize),
@@ -100,9 +106,13 @@ pub enum Op {
     /// Check out the commit made this many commits ago (if the session
     /// has no changes), read it, and go back to the tip.
     Peek(usize),
-    /// Read the branch's newest commit through `.zarrfs/branches/main/`:
-    /// what this mount and the other one committed last.
-    ReadBranch,
+    /// `mkdir .zarrfs/branches/NAME`: a branch at the session's base
+    /// (EEXIST if it exists).
+    MakeBranch(&'static str),
+    /// Read a branch's newest commit through `.zarrfs/branches/NAME/`:
+    /// for `main` what this mount and the other one committed last, for
+    /// another the base it was made at (ENOENT before it is made).
+    ReadBranch(&'static str),
     /// Another mount of the branch writes `z/<name>` and commits: this
     /// mount's commits rebase over it (no path of theirs is under `z`),
     /// and its view shows it from its next commit or checkout on.
@@ -120,7 +130,8 @@ impl Op {
                 | Op::Crash
                 | Op::Pause
                 | Op::Peek(_)
-                | Op::ReadBranch
+                | Op::MakeBranch(_)
+                | Op::ReadBranch(_)
                 | Op::OtherCommit(..)
         )
     }
@@ -135,6 +146,13 @@ pub fn bytes() -> impl Strategy<Value = Bytes> + Clone {
             Bytes((0..kib << 10).map(|i| (i / 4093) as u8 ^ seed).collect())
         }),
     ]
+}
+
+/// The branches a case reads: `main`, and two it may make.
+const BRANCHES: [&str; 3] = ["main", "x", "y"];
+
+fn branch() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(&BRANCHES[..])
 }
 
 pub fn op() -> impl Strategy<Value = Op> {
@@ -153,6 +171,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => path.clone().prop_map(Op::Unlink),
         4 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
         2 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Link(a, b)),
+        2 => (0..HANDLES, path.clone()).prop_map(|(h, p)| Op::OpenRead(h, p)),
         2 => (0..HANDLES, path).prop_map(|(h, p)| Op::Open(h, p)),
         2 => (0..HANDLES, 0..80u64, bytes.clone()).prop_map(|(h, o, b)| Op::HandleWrite(h, o, b)),
         1 => (0..HANDLES).prop_map(Op::HandleRead),
@@ -163,7 +182,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => Just(Op::Pause),
         1 => (0..4usize).prop_map(Op::Peek),
-        1 => Just(Op::ReadBranch),
+        1 => branch().prop_map(Op::MakeBranch),
+        1 => branch().prop_map(Op::ReadBranch),
         1 => (prop::sample::select(&["p", "q"][..]), theirs)
             .prop_map(|(name, b)| Op::OtherCommit(name, b)),
     ]
@@ -171,3 +191,29 @@ pub fn op() -> impl Strategy<Value = Op> {
 
 /// How many files a case may hold open at once.
 pub const HANDLES: usize = 2;
+
+/// Steps around files held open across commits, on the three shallowest
+/// paths, so that a reader of a committed file often meets a writer of
+/// its path, which the whole mix makes rare.
+pub fn handle_op() -> impl Strategy<Value = Op> {
+    let path = prop::sample::select(paths_of_depth(1));
+    let bytes = bytes();
+    let theirs = prop::collection::vec(any::<u8>(), 0..4).prop_map(Bytes);
+    prop_oneof![
+        3 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Write(p, b)),
+        2 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Append(p, b)),
+        2 => (path.clone(), 0..80u64, bytes.clone()).prop_map(|(p, o, b)| Op::WriteAt(p, o, b)),
+        1 => (path.clone(), 0..80u64).prop_map(|(p, n)| Op::Truncate(p, n)),
+        1 => path.clone().prop_map(Op::Unlink),
+        1 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Link(a, b)),
+        3 => (0..HANDLES, path.clone()).prop_map(|(h, p)| Op::OpenRead(h, p)),
+        2 => (0..HANDLES, path).prop_map(|(h, p)| Op::Open(h, p)),
+        2 => (0..HANDLES, 0..80u64, bytes).prop_map(|(h, o, b)| Op::HandleWrite(h, o, b)),
+        2 => (0..HANDLES).prop_map(Op::HandleRead),
+        1 => (0..HANDLES).prop_map(Op::Close),
+        2 => Just(Op::Commit),
+        1 => (prop::sample::select(&["p", "q"][..]), theirs)
+            .prop_map(|(name, b)| Op::OtherCommit(name, b)),
+    ]
+}
