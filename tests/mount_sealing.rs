@@ -113,6 +113,39 @@ fn a_file_open_for_reading_waits_and_can_still_be_appended_to() {
 }
 
 #[test]
+fn a_sealed_file_open_for_reading_can_be_written_in_place_beside_it() {
+    let scratch = Scratch::new();
+    let m = scratch.mount("m", &[]);
+    std::fs::write(m.path.join("f"), b"sealed\n").unwrap();
+    wait_sealed(&m, 1);
+    // The reader opens the object; the writer gets a copy (with
+    // passthrough, on a new inode), and the reader keeps the object's
+    // bytes, which never change.
+    let mut reader = File::open(m.path.join("f")).unwrap();
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(m.path.join("f"))
+        .unwrap();
+    writer.write_all(b"appended\n").unwrap();
+    drop(writer);
+    assert_eq!(m.read("f"), "sealed\nappended\n");
+    let mut seen = String::new();
+    reader.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "sealed\n");
+    assert_eq!(
+        stored(&scratch.repo, b"sealed\n").as_deref(),
+        Some(&b"sealed\n"[..])
+    );
+    drop(reader);
+    m.ok("echo appended > .zarrfs/commit");
+    let commit = m.read(".zarrfs/commit").trim().to_owned();
+    assert_eq!(
+        m.read(&format!(".zarrfs/commits/{commit}/f")),
+        "sealed\nappended\n"
+    );
+}
+
+#[test]
 fn zarrfs_gc_gives_back_what_a_discard_left_stored() {
     let scratch = Scratch::new();
     let m = scratch.mount("m", &[]);

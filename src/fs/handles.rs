@@ -238,10 +238,10 @@ impl Fs {
         if self.backings.key_of(ino).is_none() {
             return Ok(());
         }
-        let writes_to = match self.session_read().file_source(p)? {
-            Some(FileSource::Staged(staged)) => Some(BackingKey::Staged { generation, staged }),
-            _ => None,
-        };
+        let writes_to = self
+            .session_read()
+            .staged_in_place(p)?
+            .map(|staged| BackingKey::Staged { generation, staged });
         tracing::debug!(ino, path = p, held = ?self.backings.key_of(ino), wanted = ?writes_to, "write open beside a backing");
         if self.backings.held_otherwise(ino, writes_to) {
             return Err(self.look_up_again(ino));

@@ -35,6 +35,16 @@ impl Session {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// The staged file a write open of `path` would write in place: not
+    /// a committed file's, nor a sealed one's (an object now), which the
+    /// open copies up into a new staged file.
+    pub fn staged_in_place(&self, path: &str) -> Result<Option<u64>> {
+        Ok(match self.file_source(path)? {
+            Some(FileSource::Staged(n)) if !self.seals.is_sealed(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// Where the bytes of the file at `path` are, if it is a file.
     pub fn file_source(&self, path: &str) -> Result<Option<FileSource>> {
         Ok(match self.find(path)? {

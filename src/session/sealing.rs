@@ -163,6 +163,12 @@ impl Seals {
             .collect()
     }
 
+    /// Whether staged file `n` is sealed: an object, never written in
+    /// place again.
+    pub fn is_sealed(&self, n: u64) -> bool {
+        self.lock().sealed.contains_key(&n)
+    }
+
     /// How many files are sealed and stored.
     pub fn stored_count(&self) -> usize {
         self.lock().sealed.values().filter(|s| s.linked).count()
