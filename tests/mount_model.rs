@@ -76,6 +76,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
     let mut files = Files::mount(&mountpoint);
     let mut model = Model::default();
+    model.sealing = seal_delay != "off";
     let mut committed = Tree::default();
     // The branches made, by name, with the tree each was made at.
     let mut branches = BTreeMap::new();
@@ -111,7 +112,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     changes
                 );
                 if outcome.is_ok() {
-                    model.freeze();
+                    model.committed();
                     committed = model.tree();
                     seen = theirs.clone();
                     history.push((control_read(m, "commit"), committed.joined(&seen)));
@@ -120,7 +121,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Discard => {
                 control(m, "discard", "yes\n")
                     .map_err(|e| TestCaseError::fail(format!("step {step}: discard: {e}")))?;
-                model = Model::from_tree(&committed);
+                model.discard(&committed);
             }
             Op::Crash | Op::Remount => {
                 let changes = session_changes(m, step, &model.tree(), &committed)?;
@@ -135,9 +136,11 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
                 // A session without changes is not resumed: the new one
                 // starts at the tip of the branch.
-                if !changes {
+                if changes {
+                    model.remounted();
+                } else {
                     seen = theirs.clone();
-                    model.freeze();
+                    model.new_session();
                 }
             }
             Op::Pause => std::thread::sleep(PAUSE),
@@ -167,7 +170,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                         TestCaseError::fail(format!("step {step}: back to the tip: {e}"))
                     })?;
                     seen = theirs.clone();
-                    model.freeze();
+                    model.new_session();
                 }
             }
             Op::MakeBranch(name) => {
@@ -218,6 +221,18 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 theirs.0.insert("z".to_owned(), Node::Dir);
                 theirs.0.insert(path, file);
             }
+            Op::HandleRead(slot) if model.may_read_either(*slot) => {
+                let got = files.apply(op);
+                let either = model.read_either(*slot);
+                prop_assert!(
+                    matches!(&got, Ok(Some(bytes)) if model.settle_read(*slot, bytes)),
+                    "step {}: {:?} read {:?}, not one of {:?}",
+                    step,
+                    op,
+                    got,
+                    either
+                );
+            }
             _ => {
                 let expected = model.apply(op);
                 let got = files.apply(op);
@@ -267,14 +282,6 @@ proptest! {
         seal_delay in prop::sample::select(vec!["off", "0ms", "1ms"]),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        // Whether a file was sealed when a reader opened it (so that the
-        // reader keeps its bytes) is up to the worker's timing, which the
-        // model cannot know: readers only where files are stored at the
-        // commit alone.
-        let ops: Vec<Op> = ops
-            .into_iter()
-            .filter(|op| seal_delay == "off" || !matches!(op, Op::OpenRead(..)))
-            .collect();
         run(seal_delay, &ops)?;
     }
 }
@@ -287,11 +294,14 @@ proptest! {
     })]
 
     /// Files held open for reading and for writing across writes of
-    /// their paths and commits (rebased ones too), with nothing sealed
-    /// before its commit: a reader of a committed file keeps its bytes.
+    /// their paths and commits (rebased ones too): a reader of a
+    /// committed or sealed file keeps its bytes.
     #[test]
-    fn files_held_open_across_commits(ops in prop::collection::vec(handle_op(), 1..40)) {
-        run("off", &ops)?;
+    fn files_held_open_across_commits(
+        seal_delay in prop::sample::select(vec!["off", "0ms", "1ms"]),
+        ops in prop::collection::vec(handle_op(), 1..40),
+    ) {
+        run(seal_delay, &ops)?;
     }
 }
 

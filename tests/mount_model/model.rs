@@ -40,8 +40,14 @@ enum Entry {
 ///
 /// Committed files are objects, which never change (zarrfs(5)): writing
 /// one gives its path a copy, so a file open for reading keeps the
-/// committed bytes. Without commits (a plain directory) nothing is
-/// frozen.
+/// committed bytes. So are sealed files, which a mount that seals makes
+/// of closed files at times of its own: a reader of a closed file may
+/// have opened it sealed, and then keeps its bytes too. A file open for
+/// writing at a commit goes on as a staged file of the next session,
+/// and so may one whose writer closed just before (the kernel reports
+/// closes to the daemon after the fact), so a reader of a file written
+/// since the commit before may keep its bytes or not. Without commits
+/// (a plain directory) nothing is frozen.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     entries: BTreeMap<String, Entry>,
@@ -50,6 +56,13 @@ pub struct Model {
     handles: [Option<Handle>; HANDLES],
     /// The files that are committed objects.
     frozen: BTreeSet<u64>,
+    /// Committed files that the commit may have carried on as staged
+    /// files instead; written in place, as staged files are.
+    maybe_frozen: BTreeSet<u64>,
+    /// The files written (or open for writing) since the last commit.
+    written: BTreeSet<u64>,
+    /// The mount seals closed files (see `Model::may_read_either`).
+    pub sealing: bool,
 }
 
 /// A file held open in a slot.
@@ -57,6 +70,10 @@ pub struct Model {
 struct Handle {
     id: u64,
     writes: bool,
+    /// A reader of a file that may have been an object when it was
+    /// opened (sealed, or committed and maybe not carried): the file it
+    /// keeps if so (its bytes then), until a read tells which.
+    if_sealed: Option<u64>,
 }
 
 fn is_below(path: &str, dir: &str) -> bool {
@@ -86,8 +103,49 @@ impl Model {
             };
             model.entries.insert(path.clone(), entry);
         }
-        model.freeze();
+        model.new_session();
         model
+    }
+
+    /// The committed tree again (a discard), no file open.
+    pub fn discard(&mut self, committed: &Tree) {
+        *self = Model {
+            sealing: self.sealing,
+            ..Model::from_tree(committed)
+        };
+    }
+
+    /// Whether the reader in `slot` may read either of two files: the
+    /// one it opened, as it is now, or what it held when it was opened,
+    /// had that been sealed.
+    pub fn may_read_either(&self, slot: usize) -> bool {
+        self.handles[slot].is_some_and(|h| h.if_sealed.is_some())
+    }
+
+    /// The two things the reader in `slot` may read (see
+    /// [`Model::may_read_either`]).
+    pub fn read_either(&self, slot: usize) -> (Bytes, Bytes) {
+        let h = self.handles[slot].expect("a reader");
+        (
+            self.contents[&h.id].clone(),
+            self.contents[&h.if_sealed.expect("unsettled")].clone(),
+        )
+    }
+
+    /// The reader in `slot` read `bytes`: settle which file it holds, if
+    /// that tells; false if it is neither.
+    pub fn settle_read(&mut self, slot: usize, bytes: &Bytes) -> bool {
+        let (live, sealed) = self.read_either(slot);
+        let handle = self.handles[slot].as_mut().unwrap();
+        match (*bytes == live, *bytes == sealed) {
+            (true, true) => {}
+            (true, false) => handle.if_sealed = None,
+            (false, true) => {
+                handle.id = handle.if_sealed.take().unwrap();
+            }
+            (false, false) => return false,
+        }
+        true
     }
 
     /// Close every file held open.
@@ -95,13 +153,46 @@ impl Model {
         self.handles = Default::default();
     }
 
-    /// Every file the tree names is committed now.
-    pub fn freeze(&mut self) {
+    /// A new session at the tip: every file the tree names is an object.
+    pub fn new_session(&mut self) {
         for entry in self.entries.values() {
             if let Entry::File(id) = entry {
                 self.frozen.insert(*id);
             }
         }
+        self.maybe_frozen.clear();
+        self.written.clear();
+    }
+
+    /// The session resumed in a new daemon, which no close of the old
+    /// one's files will reach.
+    pub fn remounted(&mut self) {
+        self.written.clear();
+    }
+
+    /// A commit landed: the files it took are objects now, except those
+    /// open for writing, which go on as staged files (see [`Model`]), and
+    /// maybe those written since the last commit.
+    pub fn committed(&mut self) {
+        let writing: BTreeSet<u64> = self
+            .handles
+            .iter()
+            .flatten()
+            .filter(|h| h.writes)
+            .map(|h| h.id)
+            .collect();
+        for entry in self.entries.values() {
+            let Entry::File(id) = *entry else { continue };
+            if writing.contains(&id) {
+                self.maybe_frozen.remove(&id);
+            } else if self.written.contains(&id) {
+                self.maybe_frozen.insert(id);
+            } else {
+                self.maybe_frozen.remove(&id);
+                self.frozen.insert(id);
+            }
+        }
+        self.written.clear();
     }
 
     /// Before file `id` is written: a committed file's path (and the
@@ -186,7 +277,9 @@ impl Model {
     /// The file at `path`, to be written (a copy if it was committed).
     fn writable(&mut self, path: &str) -> Result<u64, i32> {
         let id = self.file(path)?;
-        Ok(self.thaw(id))
+        let id = self.thaw(id);
+        self.written.insert(id);
+        Ok(id)
     }
 
     /// The bytes of the file at `path`, to be written.
@@ -206,6 +299,9 @@ impl Model {
                     Some(Entry::File(_)) => *self.bytes(path)? = bytes.clone(),
                     None => {
                         let file = self.new_file(bytes.clone());
+                        if let Entry::File(id) = file {
+                            self.written.insert(id);
+                        }
                         self.entries.insert(path.clone(), file);
                     }
                 }
@@ -236,25 +332,57 @@ impl Model {
             Op::Open(slot, path) => {
                 self.handles[*slot] = None;
                 let id = self.writable(path)?;
-                self.handles[*slot] = Some(Handle { id, writes: true });
+                self.handles[*slot] = Some(Handle {
+                    id,
+                    writes: true,
+                    if_sealed: None,
+                });
             }
             Op::OpenRead(slot, path) => {
                 self.handles[*slot] = None;
                 let id = self.file(path)?;
-                self.handles[*slot] = Some(Handle { id, writes: false });
+                // A closed file (no write handle here) may be sealed by
+                // now; a sealed one stays an object while it is open.
+                let closed = !self
+                    .handles
+                    .iter()
+                    .flatten()
+                    .any(|h| h.writes && h.id == id);
+                let maybe_object = self.sealing || self.maybe_frozen.contains(&id);
+                let if_sealed = (maybe_object && closed && !self.frozen.contains(&id)).then(|| {
+                    let Entry::File(object) = self.new_file(self.contents[&id].clone()) else {
+                        unreachable!("new_file makes files")
+                    };
+                    self.frozen.insert(object);
+                    object
+                });
+                self.handles[*slot] = Some(Handle {
+                    id,
+                    writes: false,
+                    if_sealed,
+                });
             }
             Op::HandleWrite(slot, offset, bytes) => match self.handles[*slot] {
                 None => {}
                 Some(Handle { writes: false, .. }) => return Err(libc::EBADF),
                 Some(Handle { id, .. }) => {
                     let id = self.thaw(id);
+                    self.written.insert(id);
                     write_at(self.contents.get_mut(&id).unwrap(), *offset, bytes);
                 }
             },
             Op::HandleRead(slot) => {
                 return Ok(self.handles[*slot].map(|h| self.contents[&h.id].clone()));
             }
-            Op::Close(slot) => self.handles[*slot] = None,
+            Op::Close(slot) => {
+                // Its close may reach the daemon after the next commit.
+                if let Some(Handle {
+                    id, writes: true, ..
+                }) = self.handles[*slot].take()
+                {
+                    self.written.insert(id);
+                }
+            }
             _ => assert!(op.is_session_action()),
         }
         Ok(None)
@@ -274,8 +402,12 @@ impl Model {
         };
         // A committed file's new name is the same object (committed too).
         let copy = self.new_file(self.contents[&id].clone());
-        if let (true, Entry::File(copy)) = (self.frozen.contains(&id), copy) {
-            self.frozen.insert(copy);
+        if let Entry::File(copy) = copy {
+            if self.frozen.contains(&id) {
+                self.frozen.insert(copy);
+            } else if self.maybe_frozen.contains(&id) {
+                self.maybe_frozen.insert(copy);
+            }
         }
         self.entries.insert(to.to_owned(), copy);
         Ok(())

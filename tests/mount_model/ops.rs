@@ -213,6 +213,7 @@ pub fn handle_op() -> impl Strategy<Value = Op> {
         2 => (0..HANDLES).prop_map(Op::HandleRead),
         1 => (0..HANDLES).prop_map(Op::Close),
         2 => Just(Op::Commit),
+        1 => Just(Op::Pause),
         1 => (prop::sample::select(&["p", "q"][..]), theirs)
             .prop_map(|(name, b)| Op::OtherCommit(name, b)),
     ]
