@@ -10,13 +10,12 @@
 //! 6.10 every open of an inode with a backing must use that backing, so
 //! an inode keeps one file for its life: when a path comes to name
 //! another file while the kernel holds the old one (a commit, checkout or
-//! discard, or a truncate of committed bytes), the path gets a new inode
-//! number, as if the file had been replaced by a rename. So does a path
-//! opened (or truncated) for writing while the kernel holds the
-//! committed bytes for its inode (a reader has them open): the open is
-//! answered ESTALE, on which the kernel looks the path up again and
-//! retries once, as it does for NFS, and reaches the new inode; the
-//! reader keeps the committed bytes.
+//! discard), the path gets a new inode number, as if the file had been
+//! replaced by a rename. So does a path opened (or truncated) for
+//! writing while the kernel holds the committed or sealed bytes for its
+//! inode (a reader has them open): the open is answered ESTALE, on which
+//! the kernel looks the path up again and retries once, as it does for
+//! NFS, and reaches the new inode; the reader keeps the committed bytes.
 //!
 //! The kernel lets go of an inode's backing when its last file closes, but
 //! tells the daemon (RELEASE) a little later. An open that finds another
@@ -106,8 +105,8 @@ struct Table {
 /// How long an open waits for the releases of an inode's closed files.
 const RELEASE_WAIT: Duration = Duration::from_millis(500);
 
-/// How long a number given for the kernel's retry of a write open
-/// counts as one: its open meeting a backing fails for good.
+/// How long a number given for the kernel's retry of an open counts as
+/// one: its open meeting a backing again fails for good.
 const RETRY_WINDOW: Duration = Duration::from_secs(1);
 
 /// The backings the kernel holds, by inode.
@@ -117,8 +116,8 @@ pub struct Backings {
     table: Mutex<Table>,
     /// Signalled when a handle is released.
     released: Condvar,
-    /// Inode numbers given to paths for the kernel's retry of a write
-    /// open, and when (see `Fs::check_write_backing`).
+    /// Inode numbers given to paths for the kernel's retry of an open or
+    /// truncate, and when (see `Fs::look_up_again`).
     retries: Mutex<HashMap<u64, Instant>>,
 }
 
