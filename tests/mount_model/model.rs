@@ -73,7 +73,7 @@ struct Handle {
     /// A reader of a file that may have been an object when it was
     /// opened (sealed, or committed and maybe not carried): the file it
     /// keeps if so (its bytes then), until a read tells which.
-    if_sealed: Option<u64>,
+    if_object: Option<u64>,
 }
 
 fn is_below(path: &str, dir: &str) -> bool {
@@ -99,7 +99,7 @@ impl Model {
         for (path, node) in &tree.0 {
             let entry = match node {
                 Node::Dir => Entry::Dir,
-                Node::File(bytes) => model.new_file(bytes.clone()),
+                Node::File(bytes) => Entry::File(model.new_file(bytes.clone())),
             };
             model.entries.insert(path.clone(), entry);
         }
@@ -117,9 +117,9 @@ impl Model {
 
     /// Whether the reader in `slot` may read either of two files: the
     /// one it opened, as it is now, or what it held when it was opened,
-    /// had that been sealed.
+    /// had that been an object (sealed, or committed and not carried).
     pub fn may_read_either(&self, slot: usize) -> bool {
-        self.handles[slot].is_some_and(|h| h.if_sealed.is_some())
+        self.handles[slot].is_some_and(|h| h.if_object.is_some())
     }
 
     /// The two things the reader in `slot` may read (see
@@ -128,20 +128,20 @@ impl Model {
         let h = self.handles[slot].expect("a reader");
         (
             self.contents[&h.id].clone(),
-            self.contents[&h.if_sealed.expect("unsettled")].clone(),
+            self.contents[&h.if_object.expect("unsettled")].clone(),
         )
     }
 
     /// The reader in `slot` read `bytes`: settle which file it holds, if
     /// that tells; false if it is neither.
     pub fn settle_read(&mut self, slot: usize, bytes: &Bytes) -> bool {
-        let (live, sealed) = self.read_either(slot);
+        let (live, object) = self.read_either(slot);
         let handle = self.handles[slot].as_mut().unwrap();
-        match (*bytes == live, *bytes == sealed) {
+        match (*bytes == live, *bytes == object) {
             (true, true) => {}
-            (true, false) => handle.if_sealed = None,
+            (true, false) => handle.if_object = None,
             (false, true) => {
-                handle.id = handle.if_sealed.take().unwrap();
+                handle.id = handle.if_object.take().unwrap();
             }
             (false, false) => return false,
         }
@@ -202,9 +202,7 @@ impl Model {
         if !self.frozen.contains(&id) {
             return id;
         }
-        let Entry::File(copy) = self.new_file(self.contents[&id].clone()) else {
-            unreachable!("new_file makes files")
-        };
+        let copy = self.new_file(self.contents[&id].clone());
         for entry in self.entries.values_mut() {
             if *entry == Entry::File(id) {
                 *entry = Entry::File(copy);
@@ -219,10 +217,10 @@ impl Model {
     }
 
     /// A file of a new identity holding `bytes`, not yet at any path.
-    fn new_file(&mut self, bytes: Bytes) -> Entry {
+    fn new_file(&mut self, bytes: Bytes) -> u64 {
         self.files_made += 1;
         self.contents.insert(self.files_made, bytes);
-        Entry::File(self.files_made)
+        self.files_made
     }
 
     pub fn tree(&self) -> Tree {
@@ -298,11 +296,9 @@ impl Model {
                     Some(Entry::Dir) => return Err(libc::EISDIR),
                     Some(Entry::File(_)) => *self.bytes(path)? = bytes.clone(),
                     None => {
-                        let file = self.new_file(bytes.clone());
-                        if let Entry::File(id) = file {
-                            self.written.insert(id);
-                        }
-                        self.entries.insert(path.clone(), file);
+                        let id = self.new_file(bytes.clone());
+                        self.written.insert(id);
+                        self.entries.insert(path.clone(), Entry::File(id));
                     }
                 }
             }
@@ -335,7 +331,7 @@ impl Model {
                 self.handles[*slot] = Some(Handle {
                     id,
                     writes: true,
-                    if_sealed: None,
+                    if_object: None,
                 });
             }
             Op::OpenRead(slot, path) => {
@@ -349,17 +345,15 @@ impl Model {
                     .flatten()
                     .any(|h| h.writes && h.id == id);
                 let maybe_object = self.sealing || self.maybe_frozen.contains(&id);
-                let if_sealed = (maybe_object && closed && !self.frozen.contains(&id)).then(|| {
-                    let Entry::File(object) = self.new_file(self.contents[&id].clone()) else {
-                        unreachable!("new_file makes files")
-                    };
+                let if_object = (maybe_object && closed && !self.frozen.contains(&id)).then(|| {
+                    let object = self.new_file(self.contents[&id].clone());
                     self.frozen.insert(object);
                     object
                 });
                 self.handles[*slot] = Some(Handle {
                     id,
                     writes: false,
-                    if_sealed,
+                    if_object,
                 });
             }
             Op::HandleWrite(slot, offset, bytes) => match self.handles[*slot] {
@@ -402,14 +396,12 @@ impl Model {
         };
         // A committed file's new name is the same object (committed too).
         let copy = self.new_file(self.contents[&id].clone());
-        if let Entry::File(copy) = copy {
-            if self.frozen.contains(&id) {
-                self.frozen.insert(copy);
-            } else if self.maybe_frozen.contains(&id) {
-                self.maybe_frozen.insert(copy);
-            }
+        if self.frozen.contains(&id) {
+            self.frozen.insert(copy);
+        } else if self.maybe_frozen.contains(&id) {
+            self.maybe_frozen.insert(copy);
         }
-        self.entries.insert(to.to_owned(), copy);
+        self.entries.insert(to.to_owned(), Entry::File(copy));
         Ok(())
     }
 
