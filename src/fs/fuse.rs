@@ -266,7 +266,8 @@ impl Filesystem for FuseFs {
                 drop(decision);
                 self.fs.backings.release(opened.fh);
                 self.fs.release(opened.fh);
-                reply.error(errno(self.fs.look_up_again(ino.0)))
+                // A write open's retry mark went to its check in Fs::open.
+                reply.error(errno(self.fs.look_up_again(ino.0, false)))
             }
             OpenMode::Plain => reply.opened(fh, open_flags(&opened)),
         }

@@ -235,6 +235,7 @@ impl Fs {
     /// new inode first (see [`Fs::look_up_again`]), whose write copies
     /// the bytes up while the reader keeps them.
     pub(super) fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
+        let retrying = self.backings.take_retry(ino);
         if self.backings.key_of(ino).is_none() {
             return Ok(());
         }
@@ -244,7 +245,7 @@ impl Fs {
             .map(|staged| BackingKey::Staged { generation, staged });
         tracing::debug!(ino, path = p, held = ?self.backings.key_of(ino), wanted = ?writes_to, "write open beside a backing");
         if self.backings.held_otherwise(ino, writes_to) {
-            return Err(self.look_up_again(ino));
+            return Err(self.look_up_again(ino, retrying));
         }
         Ok(())
     }
@@ -253,10 +254,11 @@ impl Fs {
     /// needs: give the path a new number and answer ESTALE, on which the
     /// kernel looks the path up again and retries once (as it does for
     /// NFS), reaching the new inode; whoever has the old one open keeps
-    /// its bytes. Should the retry meet a backing again (a reader opened
-    /// the new inode in between), it fails with ETXTBSY.
-    pub(super) fn look_up_again(&self, ino: u64) -> FsError {
-        if self.backings.is_retry(ino) {
+    /// its bytes. If this is that retry (`retrying`), meeting a backing
+    /// again (a reader opened the new inode in between), it fails with
+    /// ETXTBSY.
+    pub(super) fn look_up_again(&self, ino: u64, retrying: bool) -> FsError {
+        if retrying {
             return FsError(libc::ETXTBSY);
         }
         if let Some(fresh) = lock(&self.inodes).renumber(ino) {

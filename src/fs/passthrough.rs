@@ -211,12 +211,17 @@ impl Backings {
         retries.insert(ino, now);
     }
 
-    /// Whether `ino` is a number given for a retry: the kernel retries
-    /// once, so its open meeting a backing again (a reader opened the new
-    /// inode in between) is final.
-    pub fn is_retry(&self, ino: u64) -> bool {
-        lock(&self.retries)
-            .get(&ino)
+    /// Whether a write open or truncate of `ino` is the kernel's retry on
+    /// a number given for it (the first since), forgetting the number:
+    /// the kernel retries once, so that retry meeting a backing again (a
+    /// reader opened the new inode in between) is final.
+    pub fn take_retry(&self, ino: u64) -> bool {
+        let mut retries = lock(&self.retries);
+        if retries.is_empty() {
+            return false;
+        }
+        retries
+            .remove(&ino)
             .is_some_and(|at| at.elapsed() < RETRY_WINDOW)
     }
 
