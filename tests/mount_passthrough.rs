@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 mod mount_util;
 
@@ -228,14 +229,23 @@ fn a_file_written_across_a_commit_keeps_its_later_writes_in_the_view() {
     let dir = tempfile::tempdir().unwrap();
     let m = mount(dir.path());
     let path = m.path.join("log");
+    let open_for_writing = || m.session_json()["open_for_writing"].as_u64().unwrap();
     let writer = File::create(&path).unwrap();
     writer.write_all_at(b"v1", 0).unwrap();
+    let second_writer = OpenOptions::new().append(true).open(&path).unwrap();
+    assert_eq!(open_for_writing(), 1, "one file, however many writers");
+    drop(second_writer);
     let first = commit(&m, "first");
     assert_eq!(first.len(), 64, "{first}");
+    assert_eq!(open_for_writing(), 1, "carried on into the new session");
 
     // The same descriptor goes on writing after the commit.
     writer.write_all_at(b"+v2", 2).unwrap();
     drop(writer);
+    assert!(
+        mount_util::eventually(Duration::from_secs(10), || open_for_writing() == 0),
+        "closed, once the kernel reports it"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"v1+v2");
     let status = std::fs::read_to_string(m.path.join(".zarrfs/status")).unwrap();
     assert!(status.contains("  M [C] log"), "{status}");

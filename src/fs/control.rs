@@ -263,6 +263,7 @@ pub fn session_json(session: &Session, options: &FsOptions, kernel: KernelFeatur
         "passthrough": kernel.passthrough,
         "io_uring": kernel.io_uring,
         "sealed_files": session.sealed_files(),
+        "open_for_writing": session.open_for_writing(),
     });
     format!("{}\n", serde_json::to_string_pretty(&description).unwrap())
 }

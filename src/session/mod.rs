@@ -447,6 +447,12 @@ impl Session {
         self.seals.stored_count()
     }
 
+    /// How many of the session's files are open for writing: a commit
+    /// takes them as they are and carries them on into the next session.
+    pub fn open_for_writing(&self) -> usize {
+        self.writers.len()
+    }
+
     /// After a commit: the staged files that were open for writing, as
     /// (number in the old session, number in the new one).
     pub fn take_carried(&mut self) -> Vec<(u64, u64)> {
