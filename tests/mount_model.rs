@@ -23,6 +23,7 @@ mod ops;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::time::Duration;
 
 use files::{Files, errno, read_tree};
 use model::{Model, Node, Tree};
@@ -31,7 +32,7 @@ use ops::{Op, handle_op, op};
 use proptest::prelude::*;
 
 /// Pause's length: many times the seal delay of the mounts that seal.
-const PAUSE: std::time::Duration = std::time::Duration::from_millis(30);
+const PAUSE: Duration = Duration::from_millis(30);
 
 /// A control file's content.
 fn control_read(mount: &Mount, file: &str) -> String {
@@ -100,6 +101,18 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         }
         match op {
             Op::Commit => {
+                // A commit carries on the files open for writing: those the
+                // case holds, once the kernel has reported its closes.
+                let open = model.open_for_writing();
+                prop_assert!(
+                    mount_util::eventually(Duration::from_secs(5), || {
+                        m.session_json()["open_for_writing"] == open
+                    }),
+                    "step {}: session.json counts {} files open for writing, not {}",
+                    step,
+                    m.session_json()["open_for_writing"],
+                    open
+                );
                 let changes = session_changes(m, step, &model.tree(), &committed)?;
                 let outcome = control(m, "commit", &format!("step {step}\n"));
                 // Nothing to commit fails the write; anything else lands.
@@ -136,9 +149,7 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 mount = Some(Mount::new(&scratch.repo, &mountpoint, &args));
                 // A session without changes is not resumed: the new one
                 // starts at the tip of the branch.
-                if changes {
-                    model.remounted();
-                } else {
+                if !changes {
                     seen = theirs.clone();
                     model.new_session();
                 }
@@ -221,16 +232,16 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 theirs.0.insert("z".to_owned(), Node::Dir);
                 theirs.0.insert(path, file);
             }
-            Op::HandleRead(slot) if model.may_read_either(*slot) => {
+            Op::HandleRead(slot) if model.possible_reads(*slot).len() > 1 => {
                 let got = files.apply(op);
-                let either = model.read_either(*slot);
+                let possible = model.possible_reads(*slot);
                 prop_assert!(
                     matches!(&got, Ok(Some(bytes)) if model.settle_read(*slot, bytes)),
                     "step {}: {:?} read {:?}, not one of {:?}",
                     step,
                     op,
                     got,
-                    either
+                    possible
                 );
             }
             _ => {
@@ -266,11 +277,19 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases per proptest: `default`, or more with PROPTEST_CASES=N (a hunt).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         // Each case mounts for real (and remounts): 32 cases of up to 40
-        // steps take about 20-25 s. PROPTEST_CASES=N hunts longer.
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+        // steps take about 20-25 s.
+        cases: cases(32),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]
@@ -288,7 +307,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(16),
+        cases: cases(16),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]

@@ -43,11 +43,8 @@ enum Entry {
 /// committed bytes. So are sealed files, which a mount that seals makes
 /// of closed files at times of its own: a reader of a closed file may
 /// have opened it sealed, and then keeps its bytes too. A file open for
-/// writing at a commit goes on as a staged file of the next session,
-/// and so may one whose writer closed just before (the kernel reports
-/// closes to the daemon after the fact), so a reader of a file written
-/// since the commit before may keep its bytes or not. Without commits
-/// (a plain directory) nothing is frozen.
+/// writing at a commit goes on as a staged file of the next session.
+/// Without commits (a plain directory) nothing is frozen.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     entries: BTreeMap<String, Entry>,
@@ -56,24 +53,23 @@ pub struct Model {
     handles: [Option<Handle>; HANDLES],
     /// The files that are committed objects.
     frozen: BTreeSet<u64>,
-    /// Committed files that the commit may have carried on as staged
-    /// files instead; written in place, as staged files are.
-    maybe_frozen: BTreeSet<u64>,
-    /// The files written (or open for writing) since the last commit.
-    written: BTreeSet<u64>,
-    /// The mount seals closed files (see `Model::may_read_either`).
+    /// Files open for writing but at no path when a commit landed: not
+    /// carried on, so no longer the session's.
+    left_behind: BTreeSet<u64>,
+    /// The mount seals closed files (see [`Handle::Reader`]).
     pub sealing: bool,
 }
 
 /// A file held open in a slot.
-#[derive(Clone, Copy, Debug)]
-struct Handle {
-    id: u64,
-    writes: bool,
-    /// A reader of a file that may have been an object when it was
-    /// opened (sealed, or committed and maybe not carried): the file it
-    /// keeps if so (its bytes then), until a read tells which.
-    if_object: Option<u64>,
+#[derive(Clone, Debug)]
+enum Handle {
+    /// Open for reading and writing: its writes go to the file.
+    Writer(u64),
+    /// Open for reading only: the files it may be reading, until a read
+    /// tells which: the file it opened (as it is now), and on a mount that
+    /// seals, an object with the bytes it had when it was opened (had it
+    /// been sealed by then, the reader keeps them).
+    Reader(Vec<u64>),
 }
 
 fn is_below(path: &str, dir: &str) -> bool {
@@ -115,37 +111,50 @@ impl Model {
         };
     }
 
-    /// Whether the reader in `slot` may read either of two files: the
-    /// one it opened, as it is now, or what it held when it was opened,
-    /// had that been an object (sealed, or committed and not carried).
-    pub fn may_read_either(&self, slot: usize) -> bool {
-        self.handles[slot].is_some_and(|h| h.if_object.is_some())
+    /// What a read through `slot` may return: one thing, except for a
+    /// reader that may hold one of several files (see [`Handle::Reader`]).
+    pub fn possible_reads(&self, slot: usize) -> Vec<Bytes> {
+        let ids = match &self.handles[slot] {
+            None => return Vec::new(),
+            Some(Handle::Writer(id)) => std::slice::from_ref(id),
+            Some(Handle::Reader(ids)) => ids.as_slice(),
+        };
+        ids.iter().map(|id| self.contents[id].clone()).collect()
     }
 
-    /// The two things the reader in `slot` may read (see
-    /// [`Model::may_read_either`]).
-    pub fn read_either(&self, slot: usize) -> (Bytes, Bytes) {
-        let h = self.handles[slot].expect("a reader");
-        (
-            self.contents[&h.id].clone(),
-            self.contents[&h.if_object.expect("unsettled")].clone(),
-        )
-    }
-
-    /// The reader in `slot` read `bytes`: settle which file it holds, if
-    /// that tells; false if it is neither.
+    /// The reader in `slot` read `bytes`: keep the files it may hold that
+    /// have them; false if none has.
     pub fn settle_read(&mut self, slot: usize, bytes: &Bytes) -> bool {
-        let (live, object) = self.read_either(slot);
-        let handle = self.handles[slot].as_mut().unwrap();
-        match (*bytes == live, *bytes == object) {
-            (true, true) => {}
-            (true, false) => handle.if_object = None,
-            (false, true) => {
-                handle.id = handle.if_object.take().unwrap();
-            }
-            (false, false) => return false,
+        let Some(Handle::Reader(ids)) = &self.handles[slot] else {
+            return false;
+        };
+        let matching: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.contents[id] == *bytes)
+            .collect();
+        if matching.is_empty() {
+            return false;
         }
+        self.handles[slot] = Some(Handle::Reader(matching));
         true
+    }
+
+    /// How many of the session's files are open for writing: not those
+    /// removed before a commit, which the commit left behind.
+    pub fn open_for_writing(&self) -> usize {
+        self.writing().difference(&self.left_behind).count()
+    }
+
+    /// The files open for writing.
+    fn writing(&self) -> BTreeSet<u64> {
+        self.handles
+            .iter()
+            .filter_map(|h| match h {
+                Some(Handle::Writer(id)) => Some(*id),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Close every file held open.
@@ -160,39 +169,30 @@ impl Model {
                 self.frozen.insert(*id);
             }
         }
-        self.maybe_frozen.clear();
-        self.written.clear();
-    }
-
-    /// The session resumed in a new daemon, which no close of the old
-    /// one's files will reach.
-    pub fn remounted(&mut self) {
-        self.written.clear();
     }
 
     /// A commit landed: the files it took are objects now, except those
-    /// open for writing, which go on as staged files (see [`Model`]), and
-    /// maybe those written since the last commit.
+    /// open for writing, which go on as staged files (see [`Model`]).
     pub fn committed(&mut self) {
-        let writing: BTreeSet<u64> = self
-            .handles
-            .iter()
-            .flatten()
-            .filter(|h| h.writes)
-            .map(|h| h.id)
+        let named: BTreeSet<u64> = self
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::File(id) => Some(*id),
+                Entry::Dir => None,
+            })
             .collect();
-        for entry in self.entries.values() {
-            let Entry::File(id) = *entry else { continue };
-            if writing.contains(&id) {
-                self.maybe_frozen.remove(&id);
-            } else if self.written.contains(&id) {
-                self.maybe_frozen.insert(id);
-            } else {
-                self.maybe_frozen.remove(&id);
-                self.frozen.insert(id);
-            }
-        }
-        self.written.clear();
+        let writing = self.writing();
+        self.left_behind.extend(writing.difference(&named));
+        self.frozen.extend(named.difference(&writing));
+    }
+
+    /// An object holding file `id`'s bytes as they are now, at no path:
+    /// what a reader of `id` keeps if `id` was an object.
+    fn object_of(&mut self, id: u64) -> u64 {
+        let object = self.new_file(self.contents[&id].clone());
+        self.frozen.insert(object);
+        object
     }
 
     /// Before file `id` is written: a committed file's path (and the
@@ -208,9 +208,11 @@ impl Model {
                 *entry = Entry::File(copy);
             }
         }
-        for handle in self.handles.iter_mut().flatten() {
-            if handle.writes && handle.id == id {
-                handle.id = copy;
+        for handle in self.handles.iter_mut() {
+            if let Some(Handle::Writer(writes)) = handle
+                && *writes == id
+            {
+                *writes = copy;
             }
         }
         copy
@@ -275,9 +277,7 @@ impl Model {
     /// The file at `path`, to be written (a copy if it was committed).
     fn writable(&mut self, path: &str) -> Result<u64, i32> {
         let id = self.file(path)?;
-        let id = self.thaw(id);
-        self.written.insert(id);
-        Ok(id)
+        Ok(self.thaw(id))
     }
 
     /// The bytes of the file at `path`, to be written.
@@ -297,7 +297,6 @@ impl Model {
                     Some(Entry::File(_)) => *self.bytes(path)? = bytes.clone(),
                     None => {
                         let id = self.new_file(bytes.clone());
-                        self.written.insert(id);
                         self.entries.insert(path.clone(), Entry::File(id));
                     }
                 }
@@ -328,55 +327,30 @@ impl Model {
             Op::Open(slot, path) => {
                 self.handles[*slot] = None;
                 let id = self.writable(path)?;
-                self.handles[*slot] = Some(Handle {
-                    id,
-                    writes: true,
-                    if_object: None,
-                });
+                self.handles[*slot] = Some(Handle::Writer(id));
             }
             Op::OpenRead(slot, path) => {
                 self.handles[*slot] = None;
                 let id = self.file(path)?;
                 // A closed file (no write handle here) may be sealed by
                 // now; a sealed one stays an object while it is open.
-                let closed = !self
-                    .handles
-                    .iter()
-                    .flatten()
-                    .any(|h| h.writes && h.id == id);
-                let maybe_object = self.sealing || self.maybe_frozen.contains(&id);
-                let if_object = (maybe_object && closed && !self.frozen.contains(&id)).then(|| {
-                    let object = self.new_file(self.contents[&id].clone());
-                    self.frozen.insert(object);
-                    object
-                });
-                self.handles[*slot] = Some(Handle {
-                    id,
-                    writes: false,
-                    if_object,
-                });
+                let closed = !self.writing().contains(&id);
+                let mut ids = vec![id];
+                if self.sealing && closed && !self.frozen.contains(&id) {
+                    ids.push(self.object_of(id));
+                }
+                self.handles[*slot] = Some(Handle::Reader(ids));
             }
             Op::HandleWrite(slot, offset, bytes) => match self.handles[*slot] {
                 None => {}
-                Some(Handle { writes: false, .. }) => return Err(libc::EBADF),
-                Some(Handle { id, .. }) => {
+                Some(Handle::Reader(_)) => return Err(libc::EBADF),
+                Some(Handle::Writer(id)) => {
                     let id = self.thaw(id);
-                    self.written.insert(id);
                     write_at(self.contents.get_mut(&id).unwrap(), *offset, bytes);
                 }
             },
-            Op::HandleRead(slot) => {
-                return Ok(self.handles[*slot].map(|h| self.contents[&h.id].clone()));
-            }
-            Op::Close(slot) => {
-                // Its close may reach the daemon after the next commit.
-                if let Some(Handle {
-                    id, writes: true, ..
-                }) = self.handles[*slot].take()
-                {
-                    self.written.insert(id);
-                }
-            }
+            Op::HandleRead(slot) => return Ok(self.possible_reads(*slot).into_iter().next()),
+            Op::Close(slot) => self.handles[*slot] = None,
             _ => assert!(op.is_session_action()),
         }
         Ok(None)
@@ -398,8 +372,6 @@ impl Model {
         let copy = self.new_file(self.contents[&id].clone());
         if self.frozen.contains(&id) {
             self.frozen.insert(copy);
-        } else if self.maybe_frozen.contains(&id) {
-            self.maybe_frozen.insert(copy);
         }
         self.entries.insert(to.to_owned(), Entry::File(copy));
         Ok(())

@@ -155,12 +155,16 @@ fn branch() -> impl Strategy<Value = &'static str> {
     prop::sample::select(&BRANCHES[..])
 }
 
+/// The other mount commits one of its files: short, so that it writes
+/// the same bytes again now and then (a commit with nothing to commit).
+fn other_commit() -> impl Strategy<Value = Op> {
+    let theirs = prop::collection::vec(any::<u8>(), 0..4).prop_map(Bytes);
+    (prop::sample::select(&["p", "q"][..]), theirs).prop_map(|(name, b)| Op::OtherCommit(name, b))
+}
+
 pub fn op() -> impl Strategy<Value = Op> {
     let path = path();
     let bytes = bytes();
-    // The other mount's files: short, so that it writes the same bytes
-    // again now and then (a commit with nothing to commit).
-    let theirs = prop::collection::vec(any::<u8>(), 0..4).prop_map(Bytes);
     prop_oneof![
         6 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Write(p, b)),
         2 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Append(p, b)),
@@ -184,8 +188,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Peek),
         1 => branch().prop_map(Op::MakeBranch),
         1 => branch().prop_map(Op::ReadBranch),
-        1 => (prop::sample::select(&["p", "q"][..]), theirs)
-            .prop_map(|(name, b)| Op::OtherCommit(name, b)),
+        1 => other_commit(),
     ]
 }
 
@@ -198,7 +201,6 @@ pub const HANDLES: usize = 2;
 pub fn handle_op() -> impl Strategy<Value = Op> {
     let path = prop::sample::select(paths_of_depth(1));
     let bytes = bytes();
-    let theirs = prop::collection::vec(any::<u8>(), 0..4).prop_map(Bytes);
     prop_oneof![
         3 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Write(p, b)),
         2 => (path.clone(), bytes.clone()).prop_map(|(p, b)| Op::Append(p, b)),
@@ -214,7 +216,6 @@ pub fn handle_op() -> impl Strategy<Value = Op> {
         1 => (0..HANDLES).prop_map(Op::Close),
         2 => Just(Op::Commit),
         1 => Just(Op::Pause),
-        1 => (prop::sample::select(&["p", "q"][..]), theirs)
-            .prop_map(|(name, b)| Op::OtherCommit(name, b)),
+        1 => other_commit(),
     ]
 }
