@@ -6,11 +6,11 @@
 //! to an in-memory model, mixed with commits, discards, remounts, kills
 //! of the daemon after an fsync, checkouts of earlier commits, branches
 //! made and read through `.zarrfs/branches/`, and commits of another
-//! mount of the branch (which this one's commits rebase over). After each step the mount must
-//! answer as the model does (the same success or the same errno, the
-//! errno Linux gives on a local filesystem) and show the same tree, file
-//! for file and byte for byte; at the end, what was committed
-//! must be what a fresh session of the branch shows.
+//! mount of the branch (which this one's commits rebase over). After
+//! each step the mount must answer as the model does (the same success or
+//! the same errno, the errno Linux gives on a local filesystem) and show
+//! the same tree, file for file and byte for byte; at the end, what was
+//! committed must be what a fresh session of the branch shows.
 
 #[path = "mount_model/files.rs"]
 mod files;
@@ -277,28 +277,33 @@ fn run(seal_delay: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Cases per proptest: `default`, or more with PROPTEST_CASES=N (a hunt).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
+/// A proptest of cases on a real mount: `cases` of them, or more with
+/// PROPTEST_CASES=N (a hunt).
+fn mount_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(cases),
+        max_shrink_iters: 200,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Files are stored as objects ahead of the commit after the seal delay:
+/// at once, never, or (with pauses) between steps.
+fn seal_delay() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["off", "0ms", "1ms"])
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        // Each case mounts for real (and remounts): 32 cases of up to 40
-        // steps take about 20-25 s.
-        cases: cases(32),
-        max_shrink_iters: 200,
-        ..ProptestConfig::default()
-    })]
+    // Each case mounts for real (and remounts): 32 cases of up to 40
+    // steps take about 20-25 s.
+    #![proptest_config(mount_config(32))]
 
     #[test]
     fn the_mount_behaves_like_a_local_directory(
-        // Files are stored as objects ahead of the commit after the seal
-        // delay: at once, never, or (with pauses) between steps.
-        seal_delay in prop::sample::select(vec!["off", "0ms", "1ms"]),
+        seal_delay in seal_delay(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
         run(seal_delay, &ops)?;
@@ -306,18 +311,14 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(16),
-        max_shrink_iters: 200,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(mount_config(16))]
 
     /// Files held open for reading and for writing across writes of
     /// their paths and commits (rebased ones too): a reader of a
     /// committed or sealed file keeps its bytes.
     #[test]
     fn files_held_open_across_commits(
-        seal_delay in prop::sample::select(vec!["off", "0ms", "1ms"]),
+        seal_delay in seal_delay(),
         ops in prop::collection::vec(handle_op(), 1..40),
     ) {
         run(seal_delay, &ops)?;

@@ -162,26 +162,26 @@ impl Model {
         self.handles = Default::default();
     }
 
-    /// A new session at the tip: every file the tree names is an object.
-    pub fn new_session(&mut self) {
-        for entry in self.entries.values() {
-            if let Entry::File(id) = entry {
-                self.frozen.insert(*id);
-            }
-        }
-    }
-
-    /// A commit landed: the files it took are objects now, except those
-    /// open for writing, which go on as staged files (see [`Model`]).
-    pub fn committed(&mut self) {
-        let named: BTreeSet<u64> = self
-            .entries
+    /// The files the tree names.
+    fn named(&self) -> BTreeSet<u64> {
+        self.entries
             .values()
             .filter_map(|e| match e {
                 Entry::File(id) => Some(*id),
                 Entry::Dir => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// A new session at the tip: every file the tree names is an object.
+    pub fn new_session(&mut self) {
+        self.frozen.extend(self.named());
+    }
+
+    /// A commit landed: the files it took are objects now, except those
+    /// open for writing, which go on as staged files (see [`Model`]).
+    pub fn committed(&mut self) {
+        let named = self.named();
         let writing = self.writing();
         self.left_behind.extend(writing.difference(&named));
         self.frozen.extend(named.difference(&writing));
