@@ -236,15 +236,17 @@ impl Fs {
     /// the bytes up while the reader keeps them.
     pub(super) fn check_write_backing(&self, ino: u64, p: &str, generation: u64) -> FsResult<()> {
         let retrying = self.backings.take_retry(ino);
-        if self.backings.key_of(ino).is_none() {
+        // A release in flight counts: giving the path a new number costs
+        // less than waiting for it.
+        let Some(held) = self.backings.key_of(ino) else {
             return Ok(());
-        }
+        };
         let writes_to = self
             .session_read()
             .staged_in_place(p)?
             .map(|staged| BackingKey::Staged { generation, staged });
-        tracing::debug!(ino, path = p, held = ?self.backings.key_of(ino), wanted = ?writes_to, "write open beside a backing");
-        if self.backings.held_otherwise(ino, writes_to) {
+        tracing::debug!(ino, path = p, ?held, wanted = ?writes_to, "write open beside a backing");
+        if Some(held) != writes_to {
             return Err(self.look_up_again(ino, retrying));
         }
         Ok(())

@@ -196,13 +196,6 @@ impl Backings {
             .any(|in_use| in_use.key == key)
     }
 
-    /// Whether the kernel holds another file than `wanted` (`None`: a
-    /// file not registered yet) for `ino`. A release in flight counts:
-    /// giving the path a new number costs less than waiting for it.
-    pub fn held_otherwise(&self, ino: u64, wanted: Option<BackingKey>) -> bool {
-        self.key_of(ino).is_some_and(|held| Some(held) != wanted)
-    }
-
     /// `ino` is the number a path got for the kernel's retry of an open.
     pub fn expect_retry(&self, ino: u64) {
         let now = Instant::now();
