@@ -27,12 +27,9 @@
 //! never touched) and a bounded cache of recent answers (the ancestors of
 //! a path are looked up on every call).
 
-use std::cmp::Ordering as Order;
-use std::collections::{BTreeMap, HashMap, HashSet, btree_map};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::io;
-use std::iter::Peekable;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +40,11 @@ use crate::repo::ObjectId;
 use encoding::decode;
 
 mod encoding;
+mod flush;
+mod scan;
+
+use flush::InFlight;
+pub use flush::{FlushJob, FlushThread, FlushedTable};
 
 const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("journal");
 
@@ -55,9 +57,6 @@ const JOURNAL_CACHE_BYTES: usize = 16 << 20;
 /// [`Journal::wants_flush`]), so it is reached only when flushes fail or
 /// fall behind.
 const MAX_PENDING: usize = 100_000;
-
-/// Pending changes at which a background flush is due before its time.
-const FLUSH_SOON_PENDING: usize = 25_000;
 
 /// Most answers the read cache keeps before it starts over.
 const READ_CACHE_ENTRIES: usize = 8192;
@@ -120,55 +119,6 @@ pub struct Journal {
     /// A write failed: redb refuses every write after that until the
     /// database is opened again (see [`Journal::reopen_after_failure`]).
     reopen: bool,
-}
-
-/// A background flush of a journal's batch (see [`Journal::begin_flush`]).
-pub struct FlushJob {
-    db: Arc<Database>,
-    batch: Arc<Changes>,
-    taken_over: Arc<Mutex<bool>>,
-}
-
-impl FlushJob {
-    /// Write the batch in one durable transaction, unless a
-    /// [`Journal::flush`] took it over; gives the table it leaves, for
-    /// [`Journal::finish_flush`].
-    pub fn write(&self) -> io::Result<FlushedTable> {
-        // Held while writing, so that a flush taking over waits for this
-        // write instead of being overwritten by it.
-        let taken_over = lock(&self.taken_over);
-        if *taken_over {
-            return Ok(FlushedTable(None));
-        }
-        write_changes(&self.db, &self.batch)?;
-        Ok(FlushedTable(Some(snapshot(&self.db)?)))
-    }
-}
-
-/// A flush being written on a thread of its own (see
-/// [`Journal::flush_on_thread`]); `None` if there was nothing to write
-/// there.
-#[must_use = "join the flush, or its batch stays in flight"]
-pub struct FlushThread(Option<std::thread::JoinHandle<(FlushJob, io::Result<FlushedTable>)>>);
-
-/// The table a [`FlushJob`] left (none if it was taken over).
-pub struct FlushedTable(Option<Table>);
-
-/// The batch a background flush is writing.
-struct InFlight {
-    batch: Arc<Changes>,
-    taken_over: Arc<Mutex<bool>>,
-}
-
-/// No changes, for a journal with no flush under way.
-static NO_CHANGES: Changes = BTreeMap::new();
-
-/// What a scan does after visiting an entry.
-enum Scan {
-    Next,
-    /// Go on at the first path at or after this one.
-    SkipTo(String),
-    Stop,
 }
 
 impl Journal {
@@ -256,421 +206,6 @@ impl Journal {
         }
         Ok(())
     }
-
-    /// Up to `limit` entries after the path `after` (from the first if
-    /// `None`), in path order.
-    pub fn entries_after(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> io::Result<Vec<(String, JournalEntry)>> {
-        let from = after.map_or(String::new(), |p| format!("{p}\0"));
-        let mut out = Vec::new();
-        self.scan(from, &mut |path, entry| {
-            out.push((path.to_owned(), entry));
-            if out.len() >= limit {
-                Scan::Stop
-            } else {
-                Scan::Next
-            }
-        })?;
-        Ok(out)
-    }
-
-    /// The names directly in `dir` that the journal has entries for or
-    /// below, skipping over deeper paths without visiting them one by one.
-    /// A name with entries only below it is an implied directory.
-    pub fn children(&self, dir: &str) -> io::Result<Vec<(String, JournalEntry)>> {
-        let prefix = dir_prefix(dir);
-        let mut out = Vec::new();
-        let mut failure = None;
-        self.scan(prefix.clone(), &mut |path, entry| {
-            let Some(rest) = path.strip_prefix(&prefix) else {
-                return Scan::Stop;
-            };
-            match rest.split_once('/') {
-                None => {
-                    out.push((rest.to_owned(), entry));
-                    Scan::Next
-                }
-                Some((name, _)) => {
-                    let own = format!("{prefix}{name}");
-                    // An entry of its own sorts before this one (though
-                    // not always just before: `a.b` sorts between `a` and
-                    // `a/b`) and was listed already.
-                    match self.get(&own) {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            out.push((name.to_owned(), JournalEntry::Dir { opaque: false }))
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            return Scan::Stop;
-                        }
-                    }
-                    // Paths under `own/` sort below `own0` ('0' follows '/').
-                    Scan::SkipTo(format!("{own}0"))
-                }
-            }
-        })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    }
-
-    /// Whether [`Journal::children`] of `dir` has one that is not a
-    /// whiteout; stops at the first.
-    pub fn has_visible_child(&self, dir: &str) -> io::Result<bool> {
-        let prefix = dir_prefix(dir);
-        let mut found = Ok(false);
-        self.scan(prefix.clone(), &mut |path, entry| {
-            let Some(rest) = path.strip_prefix(&prefix) else {
-                return Scan::Stop;
-            };
-            match rest.split_once('/') {
-                None if entry == JournalEntry::Whiteout => Scan::Next,
-                None => {
-                    found = Ok(true);
-                    Scan::Stop
-                }
-                Some((name, _)) => {
-                    // Below `name`: an implied directory, unless `name`
-                    // has an entry of its own (listed already).
-                    let own = format!("{prefix}{name}");
-                    match self.get(&own) {
-                        Ok(Some(JournalEntry::Whiteout)) => Scan::SkipTo(format!("{own}0")),
-                        Ok(_) => {
-                            found = Ok(true);
-                            Scan::Stop
-                        }
-                        Err(e) => {
-                            found = Err(e);
-                            Scan::Stop
-                        }
-                    }
-                }
-            }
-        })?;
-        found
-    }
-
-    /// Remove every entry strictly below `dir`.
-    pub fn remove_below(&mut self, dir: &str) -> io::Result<()> {
-        const BATCH: usize = 4096;
-        let prefix = dir_prefix(dir);
-        let mut from = prefix.clone();
-        loop {
-            let mut doomed = Vec::new();
-            self.scan(from, &mut |path, _| {
-                if !path.starts_with(&prefix) || doomed.len() >= BATCH {
-                    return Scan::Stop;
-                }
-                doomed.push(path.to_owned());
-                Scan::Next
-            })?;
-            let Some(last) = doomed.last() else {
-                return Ok(());
-            };
-            from = format!("{last}\0");
-            for path in doomed {
-                self.len -= 1;
-                self.set_pending(&path, None)?;
-            }
-        }
-    }
-
-    /// Visit the entries at or after `from` in path order: the pending
-    /// changes over the batch being flushed over the flushed table.
-    fn scan(
-        &self,
-        from: String,
-        visit: &mut dyn FnMut(&str, JournalEntry) -> Scan,
-    ) -> io::Result<()> {
-        let mut from = from;
-        'seek: loop {
-            let mut flushed = self
-                .flushed
-                .range::<&str>(from.as_str()..)
-                .map_err(io::Error::other)?;
-            let mut next_flushed = self.next_row(&mut flushed)?;
-            let mut pending = Unflushed::from(&self.pending, self.flushing_batch(), &from);
-            let mut next_pending = pending.next();
-            loop {
-                let take_pending = match (&next_pending, &next_flushed) {
-                    (None, None) => return Ok(()),
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
-                    (Some((p, _)), Some((f, _))) => p.as_str() <= f.as_str(),
-                };
-                let (path, entry) = if take_pending {
-                    let (path, entry) = next_pending.take().unwrap();
-                    next_pending = pending.next();
-                    // A pending change overrides the flushed entry.
-                    if next_flushed.as_ref().is_some_and(|(f, _)| f == path) {
-                        next_flushed = self.next_row(&mut flushed)?;
-                    }
-                    match entry {
-                        Some(entry) => (path.clone(), *entry),
-                        None => continue,
-                    }
-                } else {
-                    let row = next_flushed.take().unwrap();
-                    next_flushed = self.next_row(&mut flushed)?;
-                    row
-                };
-                match visit(&path, entry) {
-                    Scan::Next => {}
-                    Scan::Stop => return Ok(()),
-                    Scan::SkipTo(to) => {
-                        from = to;
-                        continue 'seek;
-                    }
-                }
-            }
-        }
-    }
-
-    fn next_row(
-        &self,
-        rows: &mut redb::Range<'static, &'static str, &'static [u8]>,
-    ) -> io::Result<Option<(String, JournalEntry)>> {
-        match rows.next() {
-            None => Ok(None),
-            Some(row) => {
-                let (key, value) = row.map_err(io::Error::other)?;
-                let entry = decode(&self.path, key.value(), value.value())?;
-                Ok(Some((key.value().to_owned(), entry)))
-            }
-        }
-    }
-
-    /// Whether changes wait for a flush (one under way does not count).
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Whether a background flush should begin now although its interval
-    /// has not passed: enough changes are pending, and none is under way.
-    pub fn wants_flush(&self) -> bool {
-        self.pending.len() >= FLUSH_SOON_PENDING && self.flushing.is_none()
-    }
-
-    /// Write the pending changes in one durable transaction, with those
-    /// of a background flush under way, which this takes over.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.take_back_flushing();
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.reopen_after_failure()?;
-        if let Err(e) = write_changes(&self.db, &self.pending) {
-            self.reopen = true;
-            return Err(e);
-        }
-        self.pending.clear();
-        self.flushed = snapshot(&self.db)?;
-        self.cache.get_mut().unwrap().clear();
-        Ok(())
-    }
-
-    /// Move the pending changes aside for a [`FlushJob`] to write without
-    /// holding the journal. `None` if nothing is pending or a flush is
-    /// under way already.
-    pub fn begin_flush(&mut self) -> Option<FlushJob> {
-        if self.pending.is_empty() || self.flushing.is_some() {
-            return None;
-        }
-        // Until the database opens again, nothing can be written; the
-        // next flush tries again, and `flush` reports why.
-        if self.reopen_after_failure().is_err() {
-            return None;
-        }
-        let batch = Arc::new(std::mem::take(&mut self.pending));
-        let taken_over = Arc::new(Mutex::new(false));
-        self.flushing = Some(InFlight {
-            batch: batch.clone(),
-            taken_over: taken_over.clone(),
-        });
-        Some(FlushJob {
-            db: self.db.clone(),
-            batch,
-            taken_over,
-        })
-    }
-
-    /// Write the pending changes durably on a thread of their own while
-    /// the caller goes on reading the journal (a commit reads it whole);
-    /// [`Journal::join_flush`] waits for the write and takes its result.
-    /// With a background flush under way already, whose writer cannot
-    /// finish it while the caller holds the journal, this flushes here
-    /// and now instead, taking that flush over.
-    pub fn flush_on_thread(&mut self) -> io::Result<FlushThread> {
-        if self.flushing.is_some() || self.reopen {
-            self.flush()?;
-            return Ok(FlushThread(None));
-        }
-        let Some(job) = self.begin_flush() else {
-            return Ok(FlushThread(None));
-        };
-        let spawned = std::thread::Builder::new()
-            .name("journal-flush".into())
-            .spawn(move || {
-                let written = job.write();
-                (job, written)
-            });
-        match spawned {
-            Ok(writer) => Ok(FlushThread(Some(writer))),
-            // The job went with the closure; its batch is still in flight.
-            Err(_) => {
-                self.flush()?;
-                Ok(FlushThread(None))
-            }
-        }
-    }
-
-    /// Wait for a flush begun with [`Journal::flush_on_thread`] and take
-    /// its result, as [`Journal::finish_flush`] does.
-    pub fn join_flush(&mut self, flush: FlushThread) -> io::Result<()> {
-        let Some(writer) = flush.0 else {
-            return Ok(());
-        };
-        match writer.join() {
-            Ok((job, written)) => self.finish_flush(job, written),
-            // The writer panicked: its batch is still in flight.
-            Err(_) => self.flush(),
-        }
-    }
-
-    /// Take the result of `job`. If it failed, its batch is pending again
-    /// (under the changes made since), and the error is returned. A job
-    /// that a [`Journal::flush`] took over, or of another journal, leaves
-    /// this one as it is.
-    pub fn finish_flush(
-        &mut self,
-        job: FlushJob,
-        written: io::Result<FlushedTable>,
-    ) -> io::Result<()> {
-        let ours = self
-            .flushing
-            .as_ref()
-            .is_some_and(|f| Arc::ptr_eq(&f.taken_over, &job.taken_over));
-        drop(job);
-        if !ours {
-            return written.map(|_| ());
-        }
-        match written {
-            Ok(FlushedTable(table)) => {
-                // Ours, so not taken over: the job wrote a table.
-                if let Some(table) = table {
-                    self.flushed = table;
-                }
-                self.flushing = None;
-                self.cache.get_mut().unwrap().clear();
-                Ok(())
-            }
-            Err(e) => {
-                self.take_back_flushing();
-                self.reopen = true;
-                Err(e)
-            }
-        }
-    }
-
-    fn flushing_batch(&self) -> &Changes {
-        self.flushing.as_ref().map_or(&NO_CHANGES, |f| &f.batch)
-    }
-
-    /// Make the batch of a flush under way pending again, under the
-    /// changes made since. Waits for the job if it is writing, and stops
-    /// it from writing after.
-    fn take_back_flushing(&mut self) {
-        let Some(in_flight) = self.flushing.take() else {
-            return;
-        };
-        *lock(&in_flight.taken_over) = true;
-        let batch = Arc::try_unwrap(in_flight.batch).unwrap_or_else(|shared| (*shared).clone());
-        for (path, entry) in batch {
-            self.pending.entry(path).or_insert(entry);
-        }
-    }
-
-    /// After a write failed (a full disk, say), redb refuses every later
-    /// one ("previous I/O error") until its database is opened again, so
-    /// a session could neither flush nor commit, and lost its changes at
-    /// unmount, even once the disk had room. Open it again. First the
-    /// flushed table is read into the pending changes, so that reads go
-    /// on from memory whatever happens and the next flush writes it back;
-    /// then the database is closed (its file can be open once) and
-    /// opened. If that fails, the journal stays in memory and the next
-    /// flush tries again.
-    fn reopen_after_failure(&mut self) -> io::Result<()> {
-        if !self.reopen {
-            return Ok(());
-        }
-        if self.flushing.is_some() || Arc::strong_count(&self.db) > 1 {
-            return Err(io::Error::other(format!(
-                "session journal {}: a write failed, and it cannot be opened again while a flush is under way; try again",
-                self.path.display()
-            )));
-        }
-        let (placeholder, empty) = in_memory_journal()?;
-        for row in self.flushed.iter().map_err(db_error)? {
-            let (key, value) = row.map_err(db_error)?;
-            if !self.pending.contains_key(key.value()) {
-                let entry = decode(&self.path, key.value(), value.value())?;
-                self.pending.insert(key.value().to_owned(), Some(entry));
-            }
-        }
-        self.flushed = empty;
-        self.cache.get_mut().unwrap().clear();
-        // Closes the file's database: nothing else holds it.
-        self.db = Arc::new(placeholder);
-        let db = open_database(&self.path)?;
-        self.flushed = snapshot(&db)?;
-        self.db = Arc::new(db);
-        self.reopen = false;
-        tracing::info!(journal = %self.path.display(), "session journal opened again after a failed write");
-        Ok(())
-    }
-}
-
-/// The pending changes over the batch being flushed, from a path on, in
-/// path order: what a journal holds beyond its flushed table.
-struct Unflushed<'a> {
-    newer: Peekable<btree_map::Range<'a, String, Option<JournalEntry>>>,
-    older: Peekable<btree_map::Range<'a, String, Option<JournalEntry>>>,
-}
-
-impl<'a> Unflushed<'a> {
-    fn from(newer: &'a Changes, older: &'a Changes, from: &str) -> Unflushed<'a> {
-        let range = (Bound::Included(from), Bound::Unbounded);
-        Unflushed {
-            newer: newer.range::<str, _>(range).peekable(),
-            older: older.range::<str, _>(range).peekable(),
-        }
-    }
-}
-
-impl<'a> Iterator for Unflushed<'a> {
-    type Item = (&'a String, &'a Option<JournalEntry>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let order = match (self.newer.peek(), self.older.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => Order::Less,
-            (None, Some(_)) => Order::Greater,
-            (Some((n, _)), Some((o, _))) => n.cmp(o),
-        };
-        match order {
-            Order::Less => self.newer.next(),
-            Order::Greater => self.older.next(),
-            Order::Equal => {
-                self.older.next();
-                self.newer.next()
-            }
-        }
-    }
 }
 
 /// Open (or create) a journal database with its table.
@@ -695,17 +230,6 @@ fn create_table(db: &Database) -> io::Result<()> {
     txn.commit().map_err(db_error)
 }
 
-/// An empty journal database in memory, and its table: what a journal
-/// holds while its file's database is closed to be opened again.
-fn in_memory_journal() -> io::Result<(Database, Table)> {
-    let db = redb::Builder::new()
-        .create_with_backend(redb::backends::InMemoryBackend::new())
-        .map_err(db_error)?;
-    create_table(&db)?;
-    let table = snapshot(&db)?;
-    Ok((db, table))
-}
-
 /// A redb error as an I/O error, keeping the system's error (ENOSPC,
 /// EIO, ...) where there is one.
 fn db_error(e: impl Into<redb::Error>) -> io::Error {
@@ -713,28 +237,6 @@ fn db_error(e: impl Into<redb::Error>) -> io::Error {
         redb::Error::Io(e) => e,
         other => io::Error::other(other),
     }
-}
-
-/// Write `changes` into the journal table in one durable transaction.
-fn write_changes(db: &Database, changes: &Changes) -> io::Result<()> {
-    let txn = db.begin_write().map_err(db_error)?;
-    {
-        let mut table = txn.open_table(JOURNAL).map_err(db_error)?;
-        for (path, entry) in changes {
-            match entry {
-                Some(entry) => {
-                    let bytes = entry.encode();
-                    table
-                        .insert(path.as_str(), bytes.as_slice())
-                        .map_err(db_error)?;
-                }
-                None => {
-                    table.remove(path.as_str()).map_err(db_error)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(db_error)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -747,17 +249,9 @@ fn snapshot(db: &Database) -> io::Result<Table> {
     read.open_table(JOURNAL).map_err(db_error)
 }
 
-/// What the paths strictly below `dir` start with ("" for the root).
-fn dir_prefix(dir: &str) -> String {
-    if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::scan::dir_prefix;
     use super::*;
     use proptest::prelude::*;
 
