@@ -4,8 +4,9 @@
 //! ```text
 //! daemon    mount with fuser, background journal flushes, signals
 //! fuse      fuser's Filesystem trait -> Fs calls (TTLs, reply types)
-//! core      Fs: errors, attributes, and the calls on names (lookup,
-//!           getattr, setattr, mkdir, unlink, rmdir, rename, link, ...)
+//! core      Fs: errors, options, attributes, and lookup, getattr,
+//!           setattr, access, statfs
+//! namespace changes of names: mkdir, unlink, rmdir, rename, link
 //! handles   open files: open, create, read, write, release, fsync, and
 //!           write handles that follow the view across a commit
 //! listing   directory listings: opendir, readdir, history trees
@@ -33,6 +34,7 @@ mod handles;
 pub mod inodes;
 pub mod kernel_cache;
 mod listing;
+mod namespace;
 pub mod passthrough;
 mod prefetch;
 pub mod request_counts;
