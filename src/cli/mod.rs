@@ -144,6 +144,8 @@ pub enum Command {
         json: bool,
     },
     /// Show the paths that differ between two commits, each marked [M]etadata or [C]hunk
+    // The brackets are clap's help text, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     Diff {
         /// Branch, tag or commit to compare from
         from: String,

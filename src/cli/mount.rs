@@ -43,6 +43,8 @@ pub struct MountArgs {
     #[arg(long)]
     pub branch: Option<String>,
     /// The author of commits made through this mount, as "Name <email>"
+    // `<email>` is clap's help text, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub author: Option<String>,
     /// Refuse every change (commit, file writes); checkout still works

@@ -3,12 +3,12 @@
 //! Entries and attributes of the view are cached by the kernel for
 //! [`VIEW_TTL`]: every change of the view goes through the kernel itself
 //! (create, write, rename, ...), except the view switches that commit,
-//! checkout and discard make. Those call [`Fs::invalidate_view`], which
+//! checkout and discard make. Those call `Fs::invalidate_view`, which
 //! tells the kernel to forget every view entry and attribute it holds, so
 //! that the next access after the switch sees the new view; a commit that
 //! was not rebased leaves the view as it was, so it forgets only inode
 //! numbers that changed at once, and the rest in the background
-//! ([`Fs::invalidate_after_own_commit`]). The control
+//! (`Fs::invalidate_after_own_commit`). The control
 //! directory and the history trees change when other mounts commit, so
 //! nothing of them is cached (TTL 0).
 //!

@@ -171,9 +171,9 @@ impl<'a> Refs<'a> {
         self.finish_swap(prepared)
     }
 
-    /// [`Refs::compare_and_swap`] in two halves, so that the new version's
-    /// file is made durable with the commit it names, by one sync of
-    /// `batch`, before [`Refs::finish_swap`].
+    /// A compare-and-swap of the branch in two halves, so that the new
+    /// version's file is made durable with the commit it names, by one
+    /// sync of `batch`, before [`Refs::finish_swap`].
     pub fn prepare_swap(
         &self,
         name: &str,

@@ -2,8 +2,8 @@
 //!
 //! A session has an id, a start time, a branch, a base commit and a
 //! journal of changes. Its view is the base tree with the journal laid
-//! over it ([`view`]); committing turns the journal into a change list for
-//! the repository's commit driver ([`changes`]).
+//! over it (`view`); committing turns the journal into a change list for
+//! the repository's commit driver (`changes`).
 //!
 //! On disk a session is a directory `REPO/sessions/<id>/`:
 //!
@@ -238,7 +238,7 @@ impl Session {
     /// there that has uncommitted changes and is not in use. One whose
     /// daemon is still exiting (killed a moment ago, and mounted again at
     /// once, as a service manager restarts a mount) is waited for, up to
-    /// [`EXITING_HOLDER_WAIT`], rather than passed over for a new session.
+    /// `EXITING_HOLDER_WAIT`, rather than passed over for a new session.
     pub fn find_resumable(repo: &Repo, mountpoint: &str) -> io::Result<Option<String>> {
         let deadline = Instant::now() + EXITING_HOLDER_WAIT;
         let sessions = loop {
@@ -574,7 +574,7 @@ fn remove_in_background(session: Session) {
 }
 
 /// Remove now what finished sessions left behind (see
-/// [`remove_in_background`]): their staged files keep the objects they
+/// `remove_in_background`): their staged files keep the objects they
 /// were sealed as linked, so `zarrfs gc` clears them first.
 pub fn remove_finished_sessions(repo: &Repo) {
     for dir in doomed_dirs(repo) {

@@ -227,7 +227,7 @@ impl Sealer {
     }
 
     /// Seal up to `limit` files that have been closed for at least
-    /// `delay` (a third of it for small files, see [`SMALL_FILE`]).
+    /// `delay` (a third of it for small files, see `SMALL_FILE`).
     /// `in_use(n)` says that staged file `n` is open (for reading:
     /// written files are not queued); it goes back in the queue
     /// instead, as a sealed file open for reading could not be opened for

@@ -17,7 +17,7 @@
 //! its flush on a thread of its own ([`Journal::flush_on_thread`]) while
 //! it reads the changes to store them. A batch that could not be written
 //! (a full disk) stays pending, and the next flush opens the database
-//! again first ([`Journal::reopen_after_failure`]).
+//! again first (`Journal::reopen_after_failure`).
 //!
 //! The journal lives in redb, not in memory, so that a session with a
 //! million changed paths costs the daemon a few megabytes: reads look at
